@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything binfarm's tests and quickstart need on a fresh Debian host.
+# Idempotent: a second run only checks and returns in about a second.
+#
+#   - Debian packages: pax-utils (scanelf, soname metadata in binpkgs), gnupg,
+#     distcc (distccd for the distcc build test), zstd, curl
+#   - real Portage from PyPI in a project-local venv (.venv), pinned
+#   - .venv/compat-bin/gtar -> tar (Portage's unpack calls gtar; Debian lacks it)
+set -Eeuo pipefail
+
+ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${BINFARM_VENV:-$ROOT_DIR/.venv}
+PORTAGE_VERSION=3.0.83
+DEBIAN_PACKAGES=(pax-utils gnupg distcc zstd curl ca-certificates)
+
+log() { printf 'setup: %s\n' "$*"; }
+
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	log "installing Debian packages: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
+fi
+
+if ! "$VENV/bin/python" -c "import portage, sys; sys.exit(portage.VERSION != '$PORTAGE_VERSION')" 2>/dev/null; then
+	log "creating venv $VENV with portage $PORTAGE_VERSION"
+	python3 -m venv "$VENV"
+	"$VENV/bin/pip" install -q --disable-pip-version-check "portage==$PORTAGE_VERSION"
+fi
+
+mkdir -p "$VENV/compat-bin"
+ln -sfn "$(command -v tar)" "$VENV/compat-bin/gtar"
+
+log "ok: portage $PORTAGE_VERSION in $VENV, $(scanelf --version 2>/dev/null | head -1 || echo 'scanelf missing')"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what the tests need
+# (scripts/setup.sh), then runs lint and every unit and integration test with the
+# real tools (Portage's emerge, gpg, distccd, ...).
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+export BINFARM_VENV=${BINFARM_VENV:-$PWD/.venv}
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+# Integration tests run real emerge; two at a time suits a 2-core machine.
+cargo test --locked -- --test-threads=2

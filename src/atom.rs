@@ -1,0 +1,1 @@
+//! Gentoo package atoms, CPVs and version comparison (PMS rules).

@@ -1,0 +1,1 @@
+//! The `Packages` index (what Portage's binhost clients read): parse, write, incremental update.

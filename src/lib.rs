@@ -1,0 +1,9 @@
+//! binfarm: a build farm for Gentoo binary packages.
+//!
+//! The library holds every part; `main.rs` only parses the command line.
+//! Each module owns its types and its error enum.
+
+pub mod atom;
+pub mod binpkg;
+pub mod index;
+pub mod sign;
