@@ -7,3 +7,5 @@ pub mod atom;
 pub mod binpkg;
 pub mod index;
 pub mod sign;
+pub mod profile;
+pub mod worker;

@@ -1,0 +1,1 @@
+//! The worker: build roots, the emerge runner, and (later) the agent loop.
