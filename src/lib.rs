@@ -5,7 +5,8 @@
 
 pub mod atom;
 pub mod binpkg;
+pub mod cli;
 pub mod index;
-pub mod sign;
 pub mod profile;
+pub mod sign;
 pub mod worker;

@@ -44,7 +44,10 @@ pub struct SigningKey {
 impl SigningKey {
     /// Reads an ASCII-armored v4 secret key; `passphrase_file` holds the passphrase
     /// (first line, trailing newline stripped) when the key is protected.
-    pub fn from_armored_file(path: &Path, passphrase_file: Option<&Path>) -> Result<Self, SignError> {
+    pub fn from_armored_file(
+        path: &Path,
+        passphrase_file: Option<&Path>,
+    ) -> Result<Self, SignError> {
         let _ = (path, passphrase_file);
         Err(SignError::Signature("not implemented".into()))
     }
@@ -80,7 +83,11 @@ impl Keyring {
         Err(SignError::Signature("not implemented".into()))
     }
     /// Checks an ASCII-armored detached signature over `data`.
-    pub fn verify_detached(&self, armored_signature: &[u8], data: &mut dyn Read) -> Result<Signer, SignError> {
+    pub fn verify_detached(
+        &self,
+        armored_signature: &[u8],
+        data: &mut dyn Read,
+    ) -> Result<Signer, SignError> {
         let _ = (armored_signature, data);
         Err(SignError::Signature("not implemented".into()))
     }
