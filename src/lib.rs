@@ -10,3 +10,6 @@ pub mod index;
 pub mod profile;
 pub mod sign;
 pub mod worker;
+pub mod plan;
+pub mod rollout;
+pub mod store;
