@@ -68,10 +68,9 @@ fn cmp_integers(a: &str, b: &str) -> Ordering {
 // Version
 // ---------------------------------------------------------------------------------------------
 
-/// The type of a version suffix, declared in PMS order (`_alpha` < `_beta` < `_pre` < `_rc` <
-/// `_p`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SuffixKind {
+/// The type of a version suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum SuffixKind {
     Alpha,
     Beta,
     Pre,
@@ -91,8 +90,9 @@ impl SuffixKind {
         }
     }
 
-    /// Rank used when one version has a suffix where the other has run out of suffixes: the
-    /// missing suffix sits between `_rc` and `_p` (so `1_rc1 < 1 < 1_p1`).
+    /// PMS order `_alpha < _beta < _pre < _rc < _p`. `None` stands for a version that has run
+    /// out of suffixes where the other has one: it sits between `_rc` and `_p`, so that
+    /// `1_rc1 < 1 < 1_p1` and `1_p1_alpha < 1_p1 < 1_p1_p`.
     fn rank(kind: Option<SuffixKind>) -> u8 {
         match kind {
             Some(SuffixKind::Alpha) => 0,
