@@ -14,3 +14,4 @@ pub mod rollout;
 pub mod sign;
 pub mod store;
 pub mod worker;
+pub mod publish;
