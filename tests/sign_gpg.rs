@@ -386,6 +386,29 @@ fn gpg_signatures_verify_with_binfarm_keyring() {
     let keyring = Keyring::load(keys_dir.path()).expect("keyring directory");
     assert_eq!(keyring.len(), 2);
 
+    // One armored block holding both keys, as `gpg --armor --export A B` writes it.
+    subkey_home.run(
+        &["--import"],
+        &rsa_home.run(&["--export", &rsa_key.primary], b""),
+    );
+    let both_file = subkey_home.file("both.asc");
+    let both = subkey_home.run(
+        &["--armor", "--export", &subkey_key.primary, &rsa_key.primary],
+        b"",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&both)
+            .matches("BEGIN PGP PUBLIC KEY BLOCK")
+            .count(),
+        1
+    );
+    std::fs::write(&both_file, both).expect("write");
+    let single_file = Keyring::load(&both_file).expect("one file, two keys");
+    assert_eq!(
+        single_file.primary_fingerprints(),
+        vec![subkey_key.primary.clone(), rsa_key.primary.clone()]
+    );
+
     let data = member_bytes();
     for (home, gpg_key) in [(&subkey_home, &subkey_key), (&rsa_home, &rsa_key)] {
         let expected = Signer {
@@ -400,10 +423,12 @@ fn gpg_signatures_verify_with_binfarm_keyring() {
                 args.extend(["--digest-algo", digest]);
             }
             let signature = String::from_utf8(home.run(&args, &data)).expect("armored");
-            let signer = keyring
-                .verify_detached(signature.as_bytes(), &mut data.as_slice())
-                .expect("gpg detached signature verifies");
-            assert_eq!(signer, expected);
+            for keyring in [&keyring, &single_file] {
+                let signer = keyring
+                    .verify_detached(signature.as_bytes(), &mut data.as_slice())
+                    .expect("gpg detached signature verifies");
+                assert_eq!(signer, expected);
+            }
 
             let mut tampered = data.clone();
             tampered.push(b'\n');
