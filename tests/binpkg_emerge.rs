@@ -40,7 +40,10 @@ fn gpg_verifies_like_portage(key: &GpgKey, gpkg: &Path, top: &str, dir: &Path) {
         fs::write(&sig, member_data(gpkg, top, &format!("{member}.sig"))).unwrap();
         let (ok, status) = key.portage_style_verify(Some(&sig), &member_data(gpkg, top, member));
         assert!(ok, "gpg does not accept {member}.sig:\n{status}");
-        assert!(status.contains(" 10 "), "SHA-512 signature expected:\n{status}");
+        assert!(
+            status.contains(" 10 "),
+            "SHA-512 signature expected:\n{status}"
+        );
     }
     let (ok, status) = key.portage_style_verify(None, &member_data(gpkg, top, "Manifest"));
     assert!(ok, "gpg does not accept the Manifest:\n{status}");
@@ -93,7 +96,10 @@ fn emerge_built_packages_read_check_sign_and_verify() {
     let again = find(&listing, "/usr/bin/hello-again");
     assert_eq!(again.kind, EntryKind::Symlink);
     assert_eq!(again.link_target.as_deref(), Some("hello"));
-    assert_eq!(find(&listing, &format!("/usr/share/hello/{}", "n".repeat(120))).size, 5);
+    assert_eq!(
+        find(&listing, &format!("/usr/share/hello/{}", "n".repeat(120))).size,
+        5
+    );
 
     // Signed by Portage (gpg).
     let spkg = binpkg::read(&signed).unwrap();
@@ -117,7 +123,10 @@ fn emerge_built_packages_read_check_sign_and_verify() {
     assert_eq!(xp.format, Format::Xpak);
     assert_eq!(xp.metadata.get("CATEGORY"), Some("app-misc"));
     assert_eq!(xp.metadata.get("PF"), Some("hello-1.0"));
-    assert!(xp.metadata.binary_keys.contains(&"environment.bz2".to_string()));
+    assert!(xp
+        .metadata
+        .binary_keys
+        .contains(&"environment.bz2".to_string()));
     assert_eq!(xp.members[0].name, "image.tar.bz2");
     let xl = contents(&xpak).unwrap();
     assert_eq!(find(&xl, "/usr/bin/hello").kind, EntryKind::File);
@@ -139,9 +148,12 @@ fn emerge_built_packages_read_check_sign_and_verify() {
         Err(BinpkgError::Member { member, .. }) => assert_eq!(member, "hello-1.0-1/image.tar.zst"),
         other => panic!("flipped image accepted: {other:?}"),
     }
-    assert!(farm.portage_reads_gpkg(&unsigned_m, &flipped, false).is_err());
+    assert!(farm
+        .portage_reads_gpkg(&unsigned_m, &flipped, false)
+        .is_err());
     assert_eq!(
-        farm.portage_reads_gpkg(&unsigned_m, &unsigned, false).as_deref(),
+        farm.portage_reads_gpkg(&unsigned_m, &unsigned, false)
+            .as_deref(),
         Ok("hello-1.0")
     );
 
@@ -159,14 +171,18 @@ fn emerge_built_packages_read_check_sign_and_verify() {
     }
     // Unsigned packages fail verification.
     match binpkg::verify(&unsigned, &keyring) {
-        Err(BinpkgError::Member { member, message, .. }) => {
+        Err(BinpkgError::Member {
+            member, message, ..
+        }) => {
             assert_eq!(member, "hello-1.0-1/Manifest");
             assert!(message.contains("unsigned"), "{message}");
         }
         other => panic!("unsigned package verified: {other:?}"),
     }
     assert!(binpkg::verify(&xpak, &keyring).is_err());
-    assert!(farm.portage_reads_gpkg(&unsigned_m, &unsigned, true).is_err());
+    assert!(farm
+        .portage_reads_gpkg(&unsigned_m, &unsigned, true)
+        .is_err());
 
     // Sign the emerge-built unsigned package in place.
     let to_sign = work.join("hello-1.0-1.gpkg.tar");
@@ -193,7 +209,8 @@ fn emerge_built_packages_read_check_sign_and_verify() {
     assert!(matches!(good.signature, SignatureStatus::Good { .. }));
     gpg_verifies_like_portage(&farm.key, &to_sign, "hello-1.0-1", &work);
     assert_eq!(
-        farm.portage_reads_gpkg(&unsigned_m, &to_sign, true).as_deref(),
+        farm.portage_reads_gpkg(&unsigned_m, &to_sign, true)
+            .as_deref(),
         Ok("hello-1.0")
     );
 
@@ -252,7 +269,11 @@ fn forge_image_signature(src: &Path, dest: &Path, key: &SigningKey) {
         .iter()
         .filter(|(n, _)| !n.ends_with("/Manifest"))
         .map(|(n, d)| {
-            ManifestEntry::new(n.rsplit('/').next().unwrap(), d.len() as u64, &Digests::of(d))
+            ManifestEntry::new(
+                n.rsplit('/').next().unwrap(),
+                d.len() as u64,
+                &Digests::of(d),
+            )
         })
         .collect();
     let manifest = key.sign_cleartext(&Manifest { entries }.render()).unwrap();

@@ -79,14 +79,25 @@ impl GpgKey {
         let uid = format!("Binpkg Test {name} <binpkg-{name}@example.invalid>");
         let out = gpg(
             &signing_home,
-            &["--passphrase", "", "--quick-gen-key", &uid, "ed25519", "sign", "never"],
+            &[
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                &uid,
+                "ed25519",
+                "sign",
+                "never",
+            ],
         );
         check_output("gpg --quick-gen-key", &out);
         let out = gpg(&signing_home, &["--with-colons", "--list-secret-keys"]);
         check_output("gpg --list-secret-keys", &out);
         let fingerprint = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .find_map(|l| l.strip_prefix("fpr:").map(|r| r.trim_matches(':').to_string()))
+            .find_map(|l| {
+                l.strip_prefix("fpr:")
+                    .map(|r| r.trim_matches(':').to_string())
+            })
             .expect("fingerprint in gpg output");
         let public_armored = dir.join(format!("{name}.pub.asc"));
         let out = gpg(&signing_home, &["--armor", "--export", &fingerprint]);
@@ -108,7 +119,10 @@ impl GpgKey {
         check_output("gpg --export-secret-keys", &out);
         fs::write(&secret_armored, &out.stdout).unwrap();
 
-        let out = gpg(&verify_home, &["--import", public_armored.to_str().unwrap()]);
+        let out = gpg(
+            &verify_home,
+            &["--import", public_armored.to_str().unwrap()],
+        );
         check_output("gpg --import", &out);
         let mut trust = Command::new("gpg")
             .arg("--batch")
@@ -150,9 +164,16 @@ impl GpgKey {
     /// true when gpg exits 0 with GOODSIG and full or ultimate trust.
     pub fn portage_style_verify(&self, signature: Option<&Path>, data: &[u8]) -> (bool, String) {
         let mut cmd = Command::new("gpg");
-        cmd.args(["--verify", "--batch", "--no-tty", "--no-auto-check-trustdb", "--status-fd", "2"])
-            .arg("--homedir")
-            .arg(&self.verify_home);
+        cmd.args([
+            "--verify",
+            "--batch",
+            "--no-tty",
+            "--no-auto-check-trustdb",
+            "--status-fd",
+            "2",
+        ])
+        .arg("--homedir")
+        .arg(&self.verify_home);
         match signature {
             Some(sig) => {
                 cmd.arg(sig).arg("-");
@@ -175,9 +196,9 @@ impl GpgKey {
         let out = child.wait_with_output().unwrap();
         let status = String::from_utf8_lossy(&out.stderr).into_owned();
         let good = status.lines().any(|l| l.starts_with("[GNUPG:] GOODSIG"));
-        let trusted = status
-            .lines()
-            .any(|l| l.starts_with("[GNUPG:] TRUST_ULTIMATE") || l.starts_with("[GNUPG:] TRUST_FULLY"));
+        let trusted = status.lines().any(|l| {
+            l.starts_with("[GNUPG:] TRUST_ULTIMATE") || l.starts_with("[GNUPG:] TRUST_FULLY")
+        });
         (out.status.success() && good && trusted, status)
     }
 }
@@ -213,7 +234,8 @@ src_install() {
 }
 "#;
 
-const HELLO_C: &str = "#include <stdio.h>\nint main(void) { puts(\"hello from binpkg test\"); return 0; }\n";
+const HELLO_C: &str =
+    "#include <stdio.h>\nint main(void) { puts(\"hello from binpkg test\"); return 0; }\n";
 
 /// A temporary farm: ebuild repository, gpg key, machines.
 pub struct Farm {
@@ -231,7 +253,10 @@ impl Farm {
             "real Portage is needed: {} has no bin/emerge (run scripts/setup.sh or set BINFARM_VENV)",
             venv.display()
         );
-        let dir = tempfile::Builder::new().prefix("binpkg-farm.").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("binpkg-farm.")
+            .tempdir()
+            .unwrap();
         // gpg verification runs as nobody: every directory above the keyring must be
         // searchable.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -287,7 +312,12 @@ impl Farm {
         let m = self.dir.path().join(name);
         let venv = venv();
         let broot = m.join("broot");
-        for d in ["etc/portage/repos.conf", "share/portage/config/sets", "var/tmp", "var/cache/binpkgs"] {
+        for d in [
+            "etc/portage/repos.conf",
+            "share/portage/config/sets",
+            "var/tmp",
+            "var/cache/binpkgs",
+        ] {
             fs::create_dir_all(broot.join(d)).unwrap();
         }
         for f in ["make.globals", "binrepos.conf", "sets/portage.conf"] {
@@ -304,7 +334,10 @@ impl Farm {
         for conf_root in [&broot, &m] {
             fs::create_dir_all(conf_root.join("etc/portage/repos.conf")).unwrap();
             symlink(&profile, &conf_root.join("etc/portage/make.profile"));
-            write(&conf_root.join("etc/portage/repos.conf/test.conf"), &repos_conf);
+            write(
+                &conf_root.join("etc/portage/repos.conf/test.conf"),
+                &repos_conf,
+            );
         }
         let no_sandbox = "FEATURES=\"${FEATURES} -sandbox -usersandbox -userpriv -usersync -userfetch -pid-sandbox -network-sandbox -ipc-sandbox -news\"\n";
         write(
@@ -341,7 +374,10 @@ impl Farm {
             fpr = self.key.fingerprint,
             lock = self.dir.path().join("gpg.lock").display(),
         );
-        write(&m.join("etc/portage/make.conf"), &format!("{common}{make_conf}"));
+        write(
+            &m.join("etc/portage/make.conf"),
+            &format!("{common}{make_conf}"),
+        );
         m
     }
 
@@ -392,14 +428,24 @@ impl Farm {
                 found.push(entry.path().to_owned());
             }
         }
-        assert_eq!(found.len(), 1, "expected one binpkg in {}: {found:?}", pkgdir.display());
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one binpkg in {}: {found:?}",
+            pkgdir.display()
+        );
         found.pop().unwrap()
     }
 
     /// Portage's own gpkg code (portage.gpkg) checks a package: with
     /// `binpkg-request-signature` it requires and gpg-verifies every signature.
     /// Returns the PF it read from the metadata, or the error Portage raised.
-    pub fn portage_reads_gpkg(&self, m: &Path, gpkg: &Path, require_signature: bool) -> Result<String, String> {
+    pub fn portage_reads_gpkg(
+        &self,
+        m: &Path,
+        gpkg: &Path,
+        require_signature: bool,
+    ) -> Result<String, String> {
         let script = r#"
 import sys, portage
 from portage.gpkg import gpkg
@@ -434,7 +480,10 @@ print("SIGNED=%s" % package.signature_exist)
                 .to_string();
             Ok(pf)
         } else {
-            Err(format!("{stdout}{}", tail(&String::from_utf8_lossy(&out.stderr), 20)))
+            Err(format!(
+                "{stdout}{}",
+                tail(&String::from_utf8_lossy(&out.stderr), 20)
+            ))
         }
     }
 }
