@@ -70,6 +70,9 @@ pub struct ScheduleBenchReport {
     pub fifo_makespan_ratio: f64,
     /// Wall-clock time of the simulation (all leases and completions through SQLite).
     pub simulation_wall: Duration,
+    /// Leases and completions of the ranked run, and the time they took in SQLite.
+    pub queue_operations: u64,
+    pub queue_wall: Duration,
     pub noop_packages: usize,
     /// Steps the no-op nightly would build (0 expected).
     pub noop_to_build: usize,
@@ -86,6 +89,13 @@ impl fmt::Display for ScheduleBenchReport {
             self.edges,
             self.workers,
             self.simulation_wall.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "queue: {} leases and completions in {:.2} s ({:.0} us each)",
+            self.queue_operations,
+            self.queue_wall.as_secs_f64(),
+            self.queue_wall.as_secs_f64() * 1e6 / self.queue_operations.max(1) as f64
         )?;
         writeln!(
             f,
@@ -259,13 +269,15 @@ fn simulate(config: &ScheduleBenchConfig, dir: &Path) -> Result<ScheduleBenchRep
         &RequestMode::Nightly,
     )?;
 
-    let makespan_secs = run_farm(config, &plan.steps, &durations, &dir.join("ranked"))?;
+    let ranked = run_farm(config, &plan.steps, &durations, &dir.join("ranked"))?;
+    let makespan_secs = ranked.makespan_secs;
     // The same farm handing out steps in merge-list order, to show what the ranks buy.
     let mut fifo_steps = plan.steps.clone();
     for (i, step) in fifo_steps.iter_mut().enumerate() {
         step.sched_rank = i as i64;
     }
-    let fifo_makespan_secs = run_farm(config, &fifo_steps, &durations, &dir.join("fifo"))?;
+    let fifo_makespan_secs =
+        run_farm(config, &fifo_steps, &durations, &dir.join("fifo"))?.makespan_secs;
     let simulation_wall = started.elapsed();
     Ok(ScheduleBenchReport {
         steps: config.steps,
@@ -278,19 +290,29 @@ fn simulate(config: &ScheduleBenchConfig, dir: &Path) -> Result<ScheduleBenchRep
         makespan_ratio: makespan_secs as f64 / lower_bound_secs.max(1) as f64,
         fifo_makespan_ratio: fifo_makespan_secs as f64 / lower_bound_secs.max(1) as f64,
         simulation_wall,
+        queue_operations: ranked.queue_operations,
+        queue_wall: ranked.queue_wall,
         noop_packages: config.noop_packages,
         noop_to_build: 0,
         noop_wall: Duration::ZERO,
     })
 }
 
-/// Simulated workers lease and complete `steps` through a fresh store; returns the makespan.
+struct FarmRun {
+    makespan_secs: i64,
+    queue_operations: u64,
+    queue_wall: Duration,
+}
+
+/// Simulated workers lease and complete `steps` through a fresh store.
 fn run_farm(
     config: &ScheduleBenchConfig,
     steps: &[crate::store::NewStep],
     durations: &[i64],
     dir: &Path,
-) -> Result<i64, PlanError> {
+) -> Result<FarmRun, PlanError> {
+    let mut queue_operations = 0u64;
+    let mut queue_wall = Duration::ZERO;
     // No heartbeats in the simulation: leases must outlive the longest build.
     let policy = QueuePolicy {
         lease_timeout_secs: 10 * 24 * 3600,
@@ -335,7 +357,11 @@ fn run_farm(
         // Hand out work while there is some: every worker builds the same profile, so the
         // first worker to find nothing means nothing is ready.
         while let Some(&worker) = idle.last() {
-            match db.lease_next(worker, now)? {
+            let asked = Instant::now();
+            let leased = db.lease_next(worker, now)?;
+            queue_wall += asked.elapsed();
+            queue_operations += 1;
+            match leased {
                 Some(lease) => {
                     idle.pop();
                     let secs = *duration_of_step
@@ -361,6 +387,7 @@ fn run_farm(
             }
             running.pop();
             let secs = duration_of_step.get(&step).copied().unwrap_or(0);
+            let asked = Instant::now();
             db.complete_step(
                 step,
                 lease,
@@ -372,6 +399,8 @@ fn run_farm(
                 },
                 now,
             )?;
+            queue_wall += asked.elapsed();
+            queue_operations += 1;
             idle.push(worker);
         }
     }
@@ -382,7 +411,11 @@ fn run_farm(
             request.state
         )));
     }
-    Ok(now - t0)
+    Ok(FarmRun {
+        makespan_secs: now - t0,
+        queue_operations,
+        queue_wall,
+    })
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), PlanError> {

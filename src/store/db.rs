@@ -390,6 +390,7 @@ pub fn token_hash(token: &str) -> String {
 
 impl Db {
     pub(super) fn new(conn: Connection, path: PathBuf, policy: QueuePolicy) -> Db {
+        conn.set_prepared_statement_cache_capacity(64);
         Db { conn, path, policy }
     }
 
@@ -511,7 +512,8 @@ impl Db {
                     name: name.to_string(),
                 });
             }
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO workers (name, token_sha256, created_at) VALUES (?1, ?2, ?3)",
                 params![name, hash, now],
             )
@@ -581,13 +583,15 @@ impl Db {
                     what: format!("with id {worker_id}"),
                 });
             }
-            tx.execute(
+            exec(
+                tx,
                 "DELETE FROM worker_profiles WHERE worker_id = ?1",
                 [worker_id],
             )
             .map_err(sql_err(tx, "set worker capabilities"))?;
             for profile in &capabilities.profiles {
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT OR IGNORE INTO worker_profiles (worker_id, profile) VALUES (?1, ?2)",
                     params![worker_id, profile],
                 )
@@ -699,7 +703,8 @@ impl Db {
                     what: format!("with id {worker_id}"),
                 });
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE steps SET lease_expires_at = ?1
                  WHERE lease_worker_id = ?2 AND state IN ('leased', 'building')",
                 params![now + policy.lease_timeout_secs, worker_id],
@@ -729,7 +734,8 @@ impl Db {
     /// A new request, in state `planning` until its steps are added.
     pub fn create_request(&mut self, request: &NewRequest, now: i64) -> Result<i64, StoreError> {
         self.write("create request", |tx, _| {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO requests (kind, profile, target, state, created_at)
                  VALUES (?1, ?2, ?3, 'planning', ?4)",
                 params![request.kind, request.profile, request.target, now],
@@ -755,7 +761,8 @@ impl Db {
                     expected: "planning",
                 });
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE requests SET state = 'failed', error = ?1, finished_at = ?2 WHERE id = ?3",
                 params![error, now, request_id],
             )
@@ -852,7 +859,8 @@ impl Db {
                     block_dependents(tx, ids[index], &step.cpv)?;
                 }
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE steps SET state = 'ready' WHERE request_id = ?1 AND state = 'queued'
                    AND NOT EXISTS (SELECT 1 FROM step_deps d JOIN steps s2 ON s2.id = d.dep_step_id
                                    WHERE d.step_id = steps.id
@@ -860,7 +868,8 @@ impl Db {
                 [request_id],
             )
             .map_err(sql_err(tx, op))?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE requests SET state = 'running' WHERE id = ?1",
                 [request_id],
             )
@@ -879,7 +888,8 @@ impl Db {
         self.write("cancel request", |tx, _| {
             let op = "cancel request";
             let request = request_in(tx, request_id)?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE requests SET cancel_requested = 1 WHERE id = ?1",
                 [request_id],
             )
@@ -903,7 +913,8 @@ impl Db {
                 rows.collect::<Result<_, _>>().map_err(sql_err(tx, op))?
             };
             for &lease in &revoked_leases {
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE step_attempts SET outcome = 'cancelled', finished_at = ?1
                      WHERE id = ?2 AND outcome IS NULL",
                     params![now, lease],
@@ -919,7 +930,8 @@ impl Db {
                     params![now, request_id],
                 )
                 .map_err(sql_err(tx, op))?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE requests SET state = 'cancelled', finished_at = ?1 WHERE id = ?2",
                 params![now, request_id],
             )
@@ -1038,28 +1050,58 @@ impl Db {
                 Some(true) => return Ok(None),
                 Some(false) => {}
             }
-            let candidate: Option<(i64, u32, Option<i64>, String, String)> = tx
-                .prepare_cached(
-                    "SELECT s.id, s.attempts, s.build_id, s.profile, s.cpv
-                     FROM steps s JOIN requests r ON r.id = s.request_id
-                     WHERE s.state = 'ready' AND s.next_attempt_at <= ?1
-                       AND r.cancel_requested = 0
-                       AND s.profile IN (SELECT profile FROM worker_profiles WHERE worker_id = ?2)
-                     ORDER BY s.sched_rank, s.request_id, s.id
-                     LIMIT 1",
-                )
-                .map_err(sql_err(tx, op))?
-                .query_row(params![now, worker_id], |row| {
-                    Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                    ))
-                })
-                .optional()
-                .map_err(sql_err(tx, op))?;
+            let profiles: Vec<String> = {
+                let mut stmt = tx
+                    .prepare_cached("SELECT profile FROM worker_profiles WHERE worker_id = ?1")
+                    .map_err(sql_err(tx, op))?;
+                let rows = stmt
+                    .query_map([worker_id], |row| row.get(0))
+                    .map_err(sql_err(tx, op))?;
+                rows.collect::<Result<_, _>>().map_err(sql_err(tx, op))?
+            };
+            // One indexed walk per profile (in rank order, no sort), then the best of those.
+            let mut candidate: Option<(i64, i64, i64, u32, Option<i64>, String, String)> = None;
+            {
+                let mut first_ready = tx
+                    .prepare_cached(
+                        "SELECT s.sched_rank, s.request_id, s.id, s.attempts, s.build_id,
+                                s.profile, s.cpv
+                         FROM steps s JOIN requests r ON r.id = s.request_id
+                         WHERE s.state = 'ready' AND s.profile = ?1 AND s.next_attempt_at <= ?2
+                           AND r.cancel_requested = 0
+                         ORDER BY s.sched_rank, s.request_id, s.id
+                         LIMIT 1",
+                    )
+                    .map_err(sql_err(tx, op))?;
+                for profile in &profiles {
+                    let found = first_ready
+                        .query_row(params![profile, now], |row| {
+                            Ok((
+                                row.get(0)?,
+                                row.get(1)?,
+                                row.get(2)?,
+                                row.get(3)?,
+                                row.get(4)?,
+                                row.get(5)?,
+                                row.get(6)?,
+                            ))
+                        })
+                        .optional()
+                        .map_err(sql_err(tx, op))?;
+                    if let Some(found) = found {
+                        let better = match &candidate {
+                            None => true,
+                            Some(best) => (found.0, found.1, found.2) < (best.0, best.1, best.2),
+                        };
+                        if better {
+                            candidate = Some(found);
+                        }
+                    }
+                }
+            }
+            let candidate = candidate.map(|(_, _, id, attempts, build_id, profile, cpv)| {
+                (id, attempts, build_id, profile, cpv)
+            });
             let Some((step_id, attempts, build_id, profile, cpv)) = candidate else {
                 return Ok(None);
             };
@@ -1075,14 +1117,16 @@ impl Db {
                     )
                     .map_err(sql_err(tx, op))?,
             };
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO step_attempts (step_id, worker_id, leased_at) VALUES (?1, ?2, ?3)",
                 params![step_id, worker_id, now],
             )
             .map_err(sql_err(tx, op))?;
             let lease_id = tx.last_insert_rowid();
             let expires_at = now + policy.lease_timeout_secs;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE steps SET state = 'leased', attempts = attempts + 1, lease_id = ?1,
                     lease_worker_id = ?2, lease_expires_at = ?3, build_id = ?4,
                     started_at = coalesce(started_at, ?5)
@@ -1123,7 +1167,8 @@ impl Db {
                 // Expired or cancelled meanwhile: the worker learns it from its heartbeat.
                 return Ok(false);
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE steps SET state = 'building', lease_expires_at = ?1 WHERE id = ?2",
                 params![now + policy.lease_timeout_secs, step_id],
             )
@@ -1228,7 +1273,8 @@ impl Db {
                 StepOutcome::Failed { error, .. } => Some(error.as_str()),
                 StepOutcome::Succeeded { .. } => None,
             };
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE step_attempts SET outcome = ?1, finished_at = ?2, error = ?3,
                     duration_ms = ?4, log_blob = ?5 WHERE id = ?6",
                 params![outcome.name(), now, error, duration_ms, log_blob, lease_id],
@@ -1237,7 +1283,8 @@ impl Db {
 
             let new_state = match outcome {
                 StepOutcome::Succeeded { results, .. } => {
-                    tx.execute(
+                    exec(
+                        tx,
                         "UPDATE steps SET state = 'succeeded', reason = NULL, finished_at = ?1,
                             duration_ms = ?2, log_blob = ?3, lease_worker_id = NULL,
                             lease_expires_at = NULL
@@ -1246,7 +1293,8 @@ impl Db {
                     )
                     .map_err(sql_err(tx, op))?;
                     for result in results {
-                        tx.execute(
+                        exec(
+                            tx,
                             "INSERT OR REPLACE INTO step_results (step_id, name, blob)
                              VALUES (?1, ?2, ?3)",
                             params![step_id, result.name, result.blob],
@@ -1261,7 +1309,8 @@ impl Db {
                         duration_ms,
                         now,
                     )?;
-                    tx.execute(
+                    exec(
+                        tx,
                         "UPDATE workers SET consecutive_failures = 0 WHERE id = ?1",
                         [worker_id],
                     )
@@ -1281,7 +1330,8 @@ impl Db {
                         )
                         .map_err(sql_err(tx, op))?;
                     if failures >= policy.pause_worker_after_failures {
-                        tx.execute(
+                        exec(
+                            tx,
                             "UPDATE workers SET paused = 1, paused_reason = ?1 WHERE id = ?2",
                             params![
                                 format!(
@@ -1295,7 +1345,8 @@ impl Db {
                     }
                     if *retryable && policy.retry.may_retry(step.attempts) {
                         let next = now + policy.retry.delay_after(step.attempts);
-                        tx.execute(
+                        exec(
+                            tx,
                             "UPDATE steps SET state = 'ready', reason = ?1, next_attempt_at = ?2,
                                 duration_ms = ?3, log_blob = ?4, lease_worker_id = NULL,
                                 lease_expires_at = NULL
@@ -1311,7 +1362,8 @@ impl Db {
                         .map_err(sql_err(tx, op))?;
                         StepState::Ready
                     } else {
-                        tx.execute(
+                        exec(
+                            tx,
                             "UPDATE steps SET state = 'failed', reason = ?1, finished_at = ?2,
                                 duration_ms = ?3, log_blob = ?4, lease_worker_id = NULL,
                                 lease_expires_at = NULL
@@ -1338,14 +1390,17 @@ impl Db {
             let stale: Vec<StepRow> = {
                 let sql = format!(
                     "SELECT {STEP_COLUMNS} FROM steps
-                     WHERE state IN ('leased', 'building') AND lease_expires_at <= ?1
-                     ORDER BY id"
+                     WHERE state IN ('leased', 'building') AND lease_expires_at <= ?1"
                 );
                 let mut stmt = tx.prepare(&sql).map_err(sql_err(tx, op))?;
                 let rows = stmt
                     .query_map([now], step_from_row)
                     .map_err(sql_err(tx, op))?;
-                rows.collect::<Result<_, _>>().map_err(sql_err(tx, op))?
+                let mut steps: Vec<StepRow> =
+                    rows.collect::<Result<_, _>>().map_err(sql_err(tx, op))?;
+                // Sorted here: ORDER BY in SQL would make SQLite scan by rowid.
+                steps.sort_by_key(|s| s.id);
+                steps
             };
             let mut expired = Vec::with_capacity(stale.len());
             for step in stale {
@@ -1353,7 +1408,8 @@ impl Db {
                 else {
                     continue;
                 };
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE step_attempts SET outcome = 'expired', finished_at = ?1,
                         error = 'lease expired: no heartbeat'
                      WHERE id = ?2 AND outcome IS NULL",
@@ -1364,7 +1420,8 @@ impl Db {
                 // attempt limit so a step that kills its workers does not loop forever.
                 let requeued = policy.retry.may_retry(step.attempts);
                 if requeued {
-                    tx.execute(
+                    exec(
+                        tx,
                         "UPDATE steps SET state = 'ready', next_attempt_at = ?1,
                             reason = ?2, lease_worker_id = NULL, lease_expires_at = NULL
                          WHERE id = ?3",
@@ -1376,7 +1433,8 @@ impl Db {
                     )
                     .map_err(sql_err(tx, op))?;
                 } else {
-                    tx.execute(
+                    exec(
+                        tx,
                         "UPDATE steps SET state = 'failed', finished_at = ?1, reason = ?2,
                             lease_worker_id = NULL, lease_expires_at = NULL
                          WHERE id = ?3",
@@ -1468,6 +1526,11 @@ impl Db {
     }
 }
 
+/// Execute through the statement cache: the queue runs the same statements all the time.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 fn sql_err(tx: &Connection, op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     let path = tx.path().map(PathBuf::from).unwrap_or_default();
     move |source| StoreError::Sql {
@@ -1479,7 +1542,8 @@ fn sql_err(tx: &Connection, op: &'static str) -> impl Fn(rusqlite::Error) -> Sto
 
 fn request_in(conn: &Connection, request_id: i64) -> Result<RequestRow, StoreError> {
     let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ?1");
-    conn.query_row(&sql, [request_id], request_from_row)
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| stmt.query_row([request_id], request_from_row))
         .optional()
         .map_err(sql_err(conn, "read request"))?
         .ok_or(StoreError::NoSuchRequest { id: request_id })
@@ -1487,7 +1551,8 @@ fn request_in(conn: &Connection, request_id: i64) -> Result<RequestRow, StoreErr
 
 fn step_in(conn: &Connection, step_id: i64) -> Result<StepRow, StoreError> {
     let sql = format!("SELECT {STEP_COLUMNS} FROM steps WHERE id = ?1");
-    conn.query_row(&sql, [step_id], step_from_row)
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| stmt.query_row([step_id], step_from_row))
         .optional()
         .map_err(sql_err(conn, "read step"))?
         .ok_or(StoreError::NoSuchStep { id: step_id })
@@ -1536,7 +1601,8 @@ fn record_build(
     duration_ms: i64,
     now: i64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO builds (fingerprint, profile, cpv, build_id, result, step_id, binpkg_blob,
             duration_ms, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -1590,24 +1656,27 @@ fn block_dependents(tx: &Connection, step_id: i64, failed_cpv: &str) -> Result<(
 /// A running request with no step left to do is finished: succeeded when every step
 /// succeeded or was cached, failed otherwise.
 fn finish_request_if_done(tx: &Connection, request_id: i64, now: i64) -> Result<(), StoreError> {
-    let (unfinished, bad): (i64, i64) = tx
+    // Index seeks only: this runs after every completion.
+    let (unfinished, bad): (bool, bool) = tx
         .prepare_cached(
             "SELECT
-                coalesce(sum(state IN ('queued', 'ready', 'leased', 'building')), 0),
-                coalesce(sum(state IN ('failed', 'blocked', 'cancelled')), 0)
-             FROM steps WHERE request_id = ?1",
+                EXISTS (SELECT 1 FROM steps WHERE request_id = ?1
+                        AND state IN ('queued', 'ready', 'leased', 'building')),
+                EXISTS (SELECT 1 FROM steps WHERE request_id = ?1
+                        AND state IN ('failed', 'blocked', 'cancelled'))",
         )
         .and_then(|mut stmt| stmt.query_row([request_id], |row| Ok((row.get(0)?, row.get(1)?))))
         .map_err(sql_err(tx, "finish request"))?;
-    if unfinished > 0 {
+    if unfinished {
         return Ok(());
     }
-    let state = if bad > 0 {
+    let state = if bad {
         RequestState::Failed
     } else {
         RequestState::Succeeded
     };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE requests SET state = ?1, finished_at = ?2 WHERE id = ?3 AND state = 'running'",
         params![state, now, request_id],
     )

@@ -74,7 +74,9 @@ CREATE TABLE steps (
     log_blob         TEXT REFERENCES blobs(sha512),
     UNIQUE (request_id, cpv)
 );
-CREATE INDEX steps_ready ON steps(profile, state, sched_rank);
+-- Partial indexes stay small however many finished steps accumulate.
+CREATE INDEX steps_ready ON steps(profile, sched_rank, request_id) WHERE state = 'ready';
+CREATE INDEX steps_leased ON steps(lease_expires_at) WHERE state IN ('leased', 'building');
 CREATE INDEX steps_by_request ON steps(request_id, state);
 CREATE INDEX steps_by_lease ON steps(lease_worker_id) WHERE lease_worker_id IS NOT NULL;
 
