@@ -5,6 +5,7 @@
 
 mod checks;
 pub mod render;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -314,8 +314,8 @@ pub struct KnownBuild {
 
 /// One database connection with the queue policy.
 pub struct Db {
-    conn: Connection,
-    path: PathBuf,
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
     policy: QueuePolicy,
 }
 
@@ -384,6 +384,13 @@ fn to_json<T: serde::Serialize>(value: &T, what: &str) -> Result<String, StoreEr
 }
 
 /// sha256 of a worker token, as stored.
+/// A fresh random token: 32 bytes from the OS, hex.
+pub fn new_token() -> String {
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -495,9 +502,7 @@ impl Db {
 
     /// Create a worker with a fresh random token. Only the token's sha256 is stored.
     pub fn create_worker(&mut self, name: &str, now: i64) -> Result<NewWorker, StoreError> {
-        let mut raw = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut raw);
-        let token = hex::encode(raw);
+        let token = new_token();
         let hash = token_hash(&token);
         let worker_id = self.write("create worker", |tx, _| {
             let exists: bool = tx
@@ -525,9 +530,7 @@ impl Db {
 
     /// Replace a worker's token (the old one stops working).
     pub fn rotate_worker_token(&mut self, name: &str) -> Result<NewWorker, StoreError> {
-        let mut raw = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut raw);
-        let token = hex::encode(raw);
+        let token = new_token();
         let hash = token_hash(&token);
         let worker_id = self.write("rotate worker token", |tx, _| {
             tx.query_row(
