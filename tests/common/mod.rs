@@ -21,7 +21,7 @@ use binfarm::worker::{run_build, BuildRequest, BuildResult, BuildRoot, BuildRoot
 use sha2::{Digest, Sha256};
 
 /// Bump to invalidate every cached artefact (e.g. after changing how build roots look).
-const CACHE_VERSION: &str = "binfarm-test-cache-v1";
+const CACHE_VERSION: &str = "binfarm-test-cache-v2";
 
 /// The crate root.
 pub fn crate_root() -> PathBuf {
@@ -555,6 +555,10 @@ pub struct FixtureBuild {
     pub pkgdir: PathBuf,
     /// The signing key, for signed builds.
     pub key: Option<GpgKey>,
+    /// The packages emerge built from source, in the order it built them (CATEGORY/PF).
+    pub merged: Vec<String>,
+    /// Binpkg path relative to PKGDIR and SHA-512, per built CPV, as the runner reported them.
+    pub built: Vec<(String, String, String)>,
 }
 
 /// A PKGDIR of real emerge-built gpkgs of `atoms` (with their dependencies) for `profile`,
@@ -597,15 +601,137 @@ pub fn build_fixture(
     };
     build_once(&dir, |tmp| {
         let root = fixture_build_root(profile, &tmp.join("root"), &options);
-        build_ok(&root, atoms);
+        let result = build_ok(&root, atoms);
+        let merged: Vec<&str> = result
+            .merged
+            .iter()
+            .filter(|m| !m.binary)
+            .map(|m| m.cpv.as_str())
+            .collect();
+        fs::write(tmp.join("merged.txt"), merged.join("\n")).expect("writing merged.txt");
+        let built: Vec<String> = result
+            .built
+            .iter()
+            .map(|b| format!("{} {} {}", b.cpv, b.relative_path, b.sha512))
+            .collect();
+        fs::write(tmp.join("built.txt"), built.join("\n")).expect("writing built.txt");
     });
     // Re-render in place under the final path (the config names absolute paths).
     let root = fixture_build_root(profile, &dir.join("root"), &options);
+    let read_lines = |name: &str| -> Vec<String> {
+        fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("reading {}/{name}: {e}", dir.display()))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let built = read_lines("built.txt")
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            Some((
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+            ))
+        })
+        .collect();
     let build = FixtureBuild {
         pkgdir: root.pkgdir(),
         root,
         key: signing,
+        merged: read_lines("merged.txt"),
+        built,
     };
     builds.insert(key, build.clone());
     build
+}
+
+// ---------------------------------------------------------------------------------------
+// production nodes and binpkg inspection
+
+/// A "production node" config root for `profile` in `dir` that installs binpkgs from
+/// `binhost_uri` (http://127.0.0.1:PORT/...) and requires them to be signed by a key that
+/// `trusted` trusts (FEATURES=binpkg-request-signature). Install with
+/// `node.portage_command("emerge", ["--getbinpkgonly", ATOM], &[])`.
+pub fn fixture_node_root(
+    profile: &str,
+    dir: &Path,
+    binhost_uri: &str,
+    trusted: &GpgKey,
+) -> BuildRoot {
+    let node = fixture_build_root(profile, dir, &RootOptions::default());
+    let make_conf = dir.join("etc/portage/make.conf");
+    let mut text = fs::read_to_string(&make_conf).expect("reading node make.conf");
+    text.push_str(&format!(
+        "\n# --- production node: signed binpkgs only ---\n\
+         FEATURES=\"${{FEATURES}} binpkg-request-signature\"\n\
+         BINPKG_GPG_VERIFY_GPG_HOME=\"{}\"\n\
+         PORTAGE_TRUST_HELPER=\"\"\n",
+        trusted.verify_home.display()
+    ));
+    fs::write(&make_conf, text).expect("writing node make.conf");
+    fs::write(
+        dir.join("etc/portage/binrepos.conf"),
+        format!(
+            "[farm]\npriority = 10\nsync-uri = {binhost_uri}\nverify-signature = true\nlocation = {}\n",
+            dir.join("binhost-cache").display()
+        ),
+    )
+    .expect("writing binrepos.conf");
+    node
+}
+
+/// The `metadata/<KEY>` entries of a gpkg (text values, trailing newline removed), read with
+/// the tar and zstd crates (independent of binfarm's own reader).
+pub fn gpkg_metadata(path: &Path) -> BTreeMap<String, String> {
+    let file = fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut outer = tar::Archive::new(file);
+    for entry in outer.entries().expect("reading gpkg") {
+        let entry = entry.expect("reading gpkg member");
+        let name = entry
+            .path()
+            .expect("member name")
+            .to_string_lossy()
+            .into_owned();
+        if !name.ends_with("/metadata.tar.zst") {
+            continue;
+        }
+        let decoder = zstd::stream::read::Decoder::new(entry).expect("zstd");
+        let mut inner = tar::Archive::new(decoder);
+        let mut map = BTreeMap::new();
+        for m in inner.entries().expect("reading metadata.tar") {
+            let mut m = m.expect("metadata member");
+            let key = m
+                .path()
+                .expect("name")
+                .to_string_lossy()
+                .trim_start_matches("metadata/")
+                .to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut m, &mut bytes).expect("reading metadata value");
+            if let Ok(text) = String::from_utf8(bytes) {
+                map.insert(key, text.trim_end_matches('\n').to_string());
+            }
+        }
+        return map;
+    }
+    panic!("{}: no metadata.tar.zst member", path.display());
+}
+
+/// Member names of a tar file (the outer gpkg tar).
+pub fn tar_members(path: &Path) -> Vec<String> {
+    let file = fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut outer = tar::Archive::new(file);
+    outer
+        .entries()
+        .expect("reading tar")
+        .map(|e| {
+            e.expect("tar member")
+                .path()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
 }
