@@ -379,12 +379,26 @@ pub(super) fn validate(
     })
 }
 
+/// `p` relative to the profile's directory, with `.` and `..` resolved lexically (the
+/// path may not exist on this host, e.g. a location inside a stage3).
 fn resolve(base_dir: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
+    use std::path::Component;
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base_dir.join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
     }
+    out
 }
 
 fn is_token(s: &str, allowed: impl Fn(char) -> bool) -> bool {
