@@ -478,11 +478,11 @@ fn is_package_name(s: &str) -> bool {
 
 /// PMS version syntax: 1.2.3b_alpha4_p5-r6 (no `*`).
 fn is_version(s: &str) -> bool {
-    let (main, revision) = match s.rsplit_once("-r") {
-        Some((m, r)) if !r.is_empty() && r.chars().all(|c| c.is_ascii_digit()) => (m, Some(r)),
-        _ => (s, None),
+    // A trailing -rN revision is optional.
+    let main = match s.rsplit_once("-r") {
+        Some((m, r)) if !r.is_empty() && r.chars().all(|c| c.is_ascii_digit()) => m,
+        _ => s,
     };
-    let _ = revision;
     let mut parts = main.split('_');
     let numeric = parts.next().unwrap_or_default();
     let numeric = numeric

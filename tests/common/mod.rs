@@ -145,6 +145,10 @@ fn fixture_hash() -> String {
     let mut h = Sha256::new();
     h.update(CACHE_VERSION);
     hash_tree(&mut h, &crate_root().join("tests/fixtures"));
+    // The code that renders configs and runs emerge: a change rebuilds cached PKGDIRs, so
+    // tests never check stale output of older code.
+    hash_tree(&mut h, &crate_root().join("src/profile"));
+    hash_tree(&mut h, &crate_root().join("src/worker"));
     for t in [
         "make.conf.hbs",
         "repos.conf.hbs",
@@ -394,7 +398,9 @@ pub fn create_gpg_key(dir: &Path, uid: &str) -> GpgKey {
     let mut trust = gpg(&verify_home);
     trust
         .arg("--import-ownertrust")
-        .stdin(std::process::Stdio::piped());
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = trust.spawn().expect("spawning gpg --import-ownertrust");
     child
         .stdin
@@ -402,9 +408,11 @@ pub fn create_gpg_key(dir: &Path, uid: &str) -> GpgKey {
         .expect("piped stdin")
         .write_all(format!("{fingerprint}:6:\n").as_bytes())
         .expect("writing ownertrust");
+    let out = child.wait_with_output().expect("waiting for gpg");
     assert!(
-        child.wait().expect("waiting for gpg").success(),
-        "gpg --import-ownertrust failed"
+        out.status.success(),
+        "gpg --import-ownertrust failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let _ = gpg(&verify_home).arg("--check-trustdb").output();
     // Portage runs the verifying gpg as nobody: the verify home must be readable by all.
@@ -582,9 +590,11 @@ pub fn build_fixture(
         fs::read(profile_path(profile))
             .unwrap_or_else(|e| panic!("reading profile {profile}: {e}")),
     );
+    let signing = signed.then(|| signing_key().clone());
     h.update(format!(
-        "{atoms:?} signed={signed} format={}",
-        format.as_str()
+        "{atoms:?} signed={signed} format={} key={:?}",
+        format.as_str(),
+        signing.as_ref().map(|k| &k.fingerprint)
     ));
     let key = short_hex(h);
     // Held for the whole build: one build (and one re-render) of a root at a time.
@@ -592,7 +602,6 @@ pub fn build_fixture(
     if let Some(b) = builds.get(&key) {
         return b.clone();
     }
-    let signing = signed.then(|| signing_key().clone());
     let dir = cache_root().join(format!("build-{profile}-{key}"));
     let options = RootOptions {
         signing: signing.clone(),
@@ -734,4 +743,66 @@ pub fn tar_members(path: &Path) -> Vec<String> {
                 .into_owned()
         })
         .collect()
+}
+
+/// `python -m http.server` (from the venv) serving `dir` on 127.0.0.1; stopped by PID on drop.
+pub struct HttpServer {
+    child: std::process::Child,
+    pub port: u16,
+    /// Requests as the server logged them (stderr), e.g. `"GET /x/Packages HTTP/1.1" 200 -`.
+    pub log: PathBuf,
+}
+
+impl HttpServer {
+    pub fn start(dir: &Path, log: &Path) -> HttpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log_file = fs::File::create(log).expect("creating http log");
+        let child = Command::new(venv().join("bin/python"))
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("starting python -m http.server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        HttpServer {
+            child,
+            port,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.port,
+            path.trim_start_matches('/')
+        )
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
