@@ -5,7 +5,13 @@
 
 pub mod atom;
 pub mod binpkg;
+pub mod cli;
 pub mod index;
-pub mod sign;
+pub mod mirror;
+pub mod plan;
 pub mod profile;
+pub mod publish;
+pub mod rollout;
+pub mod sign;
+pub mod store;
 pub mod worker;

@@ -1,11 +1,16 @@
+//! The `binfarm` command line: parses arguments and calls into the library.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// binfarm: a build farm for Gentoo binary packages.
 #[derive(Parser)]
-#[command(name = "binfarm", version, about)]
+#[command(
+    name = "binfarm",
+    version,
+    about = "A build farm for Gentoo binary packages"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,6 +18,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Inspect, verify and sign binary packages (gpkg, xpak).
+    #[command(subcommand)]
+    Pkg(PkgCommand),
+    /// Write PKGDIR/Packages and Packages.gz the way Portage does (incremental).
+    Index {
+        /// The package directory to index.
+        pkgdir: PathBuf,
+        /// Leave out (and report) packages that are not signed by a key in this keyring
+        /// (an ASCII-armored public key file, or a directory of them).
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        /// URI header: where clients fetch the packages from, when not beside the index.
+        #[arg(long)]
+        uri: Option<String>,
+        /// TTL header, in seconds: how long clients may use the index without re-checking.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Serve mirror trees over HTTP (GET, HEAD, Range, conditional requests).
+    Mirror {
+        /// The directory holding `<profile>/<channel>/Packages` trees.
+        #[arg(long)]
+        root: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Append an access log (combined log format) to this file.
+        #[arg(long)]
+        access_log: Option<PathBuf>,
+    },
     /// hw-profiles: validate and render.
     Profile {
         #[command(subcommand)]
@@ -22,6 +57,9 @@ enum Command {
     Build(binfarm::worker::cli::BuildArgs),
     /// Print the merge list with dependency edges and per-package USE, as JSON.
     Plan(binfarm::worker::cli::PlanArgs),
+    /// Benchmarks against the real baselines.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Subcommand)]
@@ -35,22 +73,83 @@ enum ProfileCommand {
     Render(binfarm::worker::cli::RenderArgs),
 }
 
+#[derive(Subcommand)]
+enum PkgCommand {
+    /// Show a binpkg's metadata, contents and signature status.
+    Inspect {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 only if the Manifest matches, the package is signed, and every signature is
+    /// good from a key in the keyring.
+    Verify {
+        file: PathBuf,
+        /// An ASCII-armored public key file, or a directory of them.
+        #[arg(long)]
+        keyring: PathBuf,
+    },
+    /// Sign an unsigned gpkg in place (atomically).
+    Sign {
+        file: PathBuf,
+        /// An ASCII-armored secret key.
+        #[arg(long)]
+        key: PathBuf,
+        /// A file whose first line is the key's passphrase.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time `binfarm index --keyring` (cold and warm) against `emaint binhost --fix`.
+    Index {
+        /// Number of signed gpkgs to create.
+        #[arg(long, default_value_t = 300)]
+        packages: usize,
+    },
+}
+
 fn main() -> ExitCode {
+    binfarm::cli::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Pkg(PkgCommand::Inspect { file, json }) => binfarm::cli::pkg_inspect(&file, json),
+        Command::Pkg(PkgCommand::Verify { file, keyring }) => {
+            binfarm::cli::pkg_verify(&file, &keyring)
+        }
+        Command::Pkg(PkgCommand::Sign {
+            file,
+            key,
+            passphrase_file,
+        }) => binfarm::cli::pkg_sign(&file, &key, passphrase_file.as_deref()),
+        Command::Index {
+            pkgdir,
+            keyring,
+            uri,
+            ttl,
+        } => binfarm::cli::index(&pkgdir, keyring.as_deref(), uri, ttl),
+        Command::Mirror {
+            root,
+            listen,
+            access_log,
+        } => binfarm::cli::mirror(&root, listen, access_log.as_deref()),
         Command::Profile {
             command: ProfileCommand::Check { dir },
-        } => binfarm::worker::cli::profile_check(&dir),
+        } => binfarm::worker::cli::profile_check(&dir).map_err(Into::into),
         Command::Profile {
             command: ProfileCommand::Render(args),
-        } => binfarm::worker::cli::profile_render(&args),
-        Command::Build(args) => binfarm::worker::cli::build(&args),
-        Command::Plan(args) => binfarm::worker::cli::plan(&args),
+        } => binfarm::worker::cli::profile_render(&args).map_err(Into::into),
+        Command::Build(args) => binfarm::worker::cli::build(&args).map_err(Into::into),
+        Command::Plan(args) => binfarm::worker::cli::plan(&args).map_err(Into::into),
+        Command::Bench(BenchCommand::Index { packages }) => binfarm::cli::bench_index(packages),
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("binfarm: {e}");
+        Err(err) => {
+            eprintln!("binfarm: {err:#}");
             ExitCode::FAILURE
         }
     }

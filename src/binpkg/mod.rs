@@ -12,7 +12,11 @@ use crate::sign::{Keyring, Signer, SigningKey};
 pub enum BinpkgError {
     /// Structural or content problem, naming the archive member when there is one.
     #[error("{path}: {member}: {message}")]
-    Member { path: PathBuf, member: String, message: String },
+    Member {
+        path: PathBuf,
+        member: String,
+        message: String,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{path}: {source}")]
@@ -83,18 +87,27 @@ pub struct Binpkg {
 
 /// Reads and checks a binpkg (gpkg or xpak, told apart by content).
 pub fn read(path: &Path) -> Result<Binpkg, BinpkgError> {
-    Err(BinpkgError::Invalid { path: path.to_owned(), message: "not implemented".into() })
+    Err(BinpkgError::Invalid {
+        path: path.to_owned(),
+        message: "not implemented".into(),
+    })
 }
 
 /// Reads, checks the Manifest, and requires the package to be signed with every
 /// signature good from a key in `keyring`. Xpak packages fail (unsignable).
 pub fn verify(path: &Path, keyring: &Keyring) -> Result<Binpkg, BinpkgError> {
     let _ = keyring;
-    Err(BinpkgError::Invalid { path: path.to_owned(), message: "not implemented".into() })
+    Err(BinpkgError::Invalid {
+        path: path.to_owned(),
+        message: "not implemented".into(),
+    })
 }
 
 /// Signs an unsigned gpkg in place (atomically: temp file + rename) without recompressing.
 pub fn sign_in_place(path: &Path, key: &SigningKey) -> Result<(), BinpkgError> {
     let _ = key;
-    Err(BinpkgError::Invalid { path: path.to_owned(), message: "not implemented".into() })
+    Err(BinpkgError::Invalid {
+        path: path.to_owned(),
+        message: "not implemented".into(),
+    })
 }

@@ -550,7 +550,7 @@ pub(super) fn check_atom(atom: &str) -> Result<(), String> {
                         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
                         && ch.all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
                 };
-                slot_name(main) && sub.map_or(true, slot_name)
+                slot_name(main) && sub.is_none_or(slot_name)
             }
         };
         if !slot_ok {

@@ -1,0 +1,110 @@
+//! Command implementations behind `main.rs`: compose library calls and format output.
+//! Each returns the process exit code; errors carry their context up to `main`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::binpkg::{self, SignatureStatus};
+use crate::index;
+use crate::sign::{Keyring, SigningKey};
+
+/// Logs go to stderr; `RUST_LOG` selects the level (default: info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub fn pkg_inspect(file: &Path, json: bool) -> Result<ExitCode> {
+    let pkg = binpkg::read(file)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&pkg)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("file: {}", file.display());
+    println!("format: {:?}", pkg.format);
+    if let Some(top) = &pkg.top_dir {
+        println!("top directory: {top}");
+    }
+    println!("signature: {}", signature_text(&pkg.signature));
+    println!("members:");
+    for m in &pkg.members {
+        println!("  {:>10}  {}", m.size, m.name);
+    }
+    println!("metadata:");
+    for (key, value) in &pkg.metadata.text {
+        let first_line = value.lines().next().unwrap_or("");
+        let more = if value.lines().nth(1).is_some() {
+            " ..."
+        } else {
+            ""
+        };
+        println!("  {key}: {first_line}{more}");
+    }
+    for key in &pkg.metadata.binary_keys {
+        println!("  {key}: (binary)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signature_text(status: &SignatureStatus) -> String {
+    match status {
+        SignatureStatus::Unsigned => "unsigned".into(),
+        SignatureStatus::Present => {
+            "signed (not checked; use `binfarm pkg verify --keyring`)".into()
+        }
+        SignatureStatus::Good { signers } => {
+            let keys: Vec<&str> = signers
+                .iter()
+                .map(|s| s.signing_fingerprint.as_str())
+                .collect();
+            format!("good, from {}", keys.join(", "))
+        }
+    }
+}
+
+pub fn pkg_verify(file: &Path, keyring_path: &Path) -> Result<ExitCode> {
+    let keyring = Keyring::load(keyring_path)?;
+    let pkg = binpkg::verify(file, &keyring)?;
+    println!("{}: OK, {}", file.display(), signature_text(&pkg.signature));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pkg_sign(file: &Path, key_path: &Path, passphrase_file: Option<&Path>) -> Result<ExitCode> {
+    let key = SigningKey::from_armored_file(key_path, passphrase_file)?;
+    binpkg::sign_in_place(file, &key)?;
+    println!("{}: signed with {}", file.display(), key.fingerprint());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn index(
+    pkgdir: &Path,
+    keyring_path: Option<&Path>,
+    uri: Option<String>,
+    ttl: Option<u64>,
+) -> Result<ExitCode> {
+    let _ = (pkgdir, keyring_path, uri, ttl, index::placeholder);
+    anyhow::bail!("binfarm index: not implemented yet")
+}
+
+pub fn mirror(
+    root: &Path,
+    listen: std::net::SocketAddr,
+    access_log: Option<&Path>,
+) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(crate::mirror::run(root, listen, access_log))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bench_index(packages: usize) -> Result<ExitCode> {
+    let _ = packages;
+    anyhow::bail!("binfarm bench index: not implemented yet")
+}

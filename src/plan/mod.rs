@@ -1,0 +1,1 @@
+//! Requests -> steps: fingerprints, the dependency graph, scheduling order.

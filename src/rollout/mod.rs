@@ -1,0 +1,1 @@
+//! Rollout planning: inventory of sites/farms/members and upgrade waves.
