@@ -128,14 +128,8 @@ fn write_if_changed(path: &PathBuf, text: &str) -> Result<(), WorkerError> {
     if std::fs::read_to_string(path).is_ok_and(|t| t == text) {
         return Ok(());
     }
-    let io = |source| WorkerError::Io {
+    crate::profile::render::write_atomic(path, text.as_bytes()).map_err(|source| WorkerError::Io {
         path: path.clone(),
         source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
