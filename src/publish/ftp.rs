@@ -299,7 +299,12 @@ pub struct FtpReport {
     pub retries: usize,
     /// FTP connections opened.
     pub sessions_opened: usize,
+    #[serde(serialize_with = "as_seconds")]
     pub elapsed: Duration,
+}
+
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// What [`FtpTarget::delete_files`] did.
@@ -377,20 +382,17 @@ impl FtpTarget {
             checked_components("file name", name)?;
         }
         let pool = Pool::new(self, remote_components);
-        let results: Vec<Result<bool, FtpTargetError>> = stream::iter(names.iter())
+        let pool_ref = &pool;
+        let deletions: Vec<_> = names
+            .iter()
             .map(|name| {
-                let pool = &pool;
-                async move {
-                    pool.run(|mut s| async move {
-                        let r = s.delete_if_present(name).await;
-                        (s, r)
-                    })
-                    .await
-                }
+                pool_ref.run(move |mut s| async move {
+                    let r = s.delete_if_present(name).await;
+                    (s, r)
+                })
             })
-            .buffer_unordered(self.sessions.clamp(1, MAX_SESSIONS))
-            .collect()
-            .await;
+            .collect();
+        let results = run_limited(deletions, pool.concurrency()).await;
         pool.close().await;
         let mut report = FtpDeleteReport {
             retries: pool.retries.load(Ordering::Relaxed),
@@ -1445,16 +1447,16 @@ async fn publish_with_pool(
                 .map(move |(name, _)| join(dir, name))
         })
         .collect();
-    let removed: Vec<Result<bool, FtpTargetError>> = stream::iter(stale.iter())
+    let deletions: Vec<_> = stale
+        .iter()
         .map(|rel| {
             pool.run(move |mut s| async move {
                 let r = s.delete_if_present(rel).await;
                 (s, r)
             })
         })
-        .buffer_unordered(pool.concurrency())
-        .collect()
-        .await;
+        .collect();
+    let removed = run_limited(deletions, pool.concurrency()).await;
     for result in removed {
         match result {
             Ok(true) => report.stale_temp_removed += 1,
@@ -1480,11 +1482,11 @@ async fn publish_with_pool(
         }
     }
     let attempted = pending.len();
-    let results: Vec<Result<u64, FtpTargetError>> = stream::iter(pending)
+    let uploads: Vec<_> = pending
+        .into_iter()
         .map(|blob| upload_blob(pool, blob))
-        .buffer_unordered(pool.concurrency())
-        .collect()
-        .await;
+        .collect();
+    let results = run_limited(uploads, pool.concurrency()).await;
     let mut failures = Vec::new();
     for result in results {
         match result {
@@ -1510,12 +1512,12 @@ async fn publish_with_pool(
         path: pool.root_display(),
         line: String::from("(tree root was not listed)"),
     })?;
-    let staged: Vec<Result<Option<(String, u64)>, FtpTargetError>> =
-        stream::iter(local.indexes.iter())
-            .map(|index| stage_index(pool, index, root_listing.file_size(&index.rel)))
-            .buffered(pool.concurrency())
-            .collect()
-            .await;
+    let stagings: Vec<_> = local
+        .indexes
+        .iter()
+        .map(|index| stage_index(pool, index, root_listing.file_size(&index.rel)))
+        .collect();
+    let staged = run_limited(stagings, pool.concurrency()).await;
     let mut renames = Vec::new();
     let mut failures = Vec::new();
     for (index, result) in local.indexes.iter().zip(staged) {
@@ -1621,6 +1623,21 @@ async fn stage_index(
             Err(err)
         }
     }
+}
+
+/// Runs `futures`, at most `limit` at a time; results in input order.
+///
+/// The futures are built before (not inside a stream combinator's closure over borrowed
+/// items), so the closure is not held across awaits: that keeps the publish future `Send`
+/// (rustc cannot prove it for such closures).
+async fn run_limited<Fut: Future>(futures: Vec<Fut>, limit: usize) -> Vec<Fut::Output> {
+    let mut results: Vec<(usize, Fut::Output)> = stream::iter(futures.into_iter().enumerate())
+        .map(|(i, fut)| async move { (i, fut.await) })
+        .buffer_unordered(limit)
+        .collect()
+        .await;
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, output)| output).collect()
 }
 
 /// Best effort: the next run deletes what this cannot.
