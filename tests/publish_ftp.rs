@@ -269,6 +269,7 @@ async fn a_dropped_publish_leaves_a_consistent_tree_and_the_next_run_finishes_it
     // 2 MiB/s per session: the 5 MiB blob takes about 2.5 s, so the drops land mid-transfer.
     let server = Vsftpd::start_with(VsftpdOptions {
         max_rate: Some(2 * 1024 * 1024),
+        ..VsftpdOptions::default()
     });
     let work = tempfile::tempdir().unwrap();
     let v1: Vec<_> = tree_v1().into_iter().skip(1).collect();
@@ -486,4 +487,82 @@ fn publish_future_is_send() {
     let names = Vec::new();
     assert_send(&target.delete_files("x", &names));
     assert_send(&target.list_files("x"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_taking_fewer_connections_than_configured_still_gets_everything() {
+    let server = Vsftpd::start_with(VsftpdOptions {
+        max_per_ip: Some(2),
+        ..VsftpdOptions::default()
+    });
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let files = write_tree(&tree, &tree_v1());
+    let mut target = target(&server);
+    target.sessions = 6;
+    let report = target.publish_tree(&tree, REMOTE_DIR).await.unwrap();
+    assert_eq!(report.uploaded, files.len());
+    assert_eq!(server_files(&server), files);
+    let log = server.protocol_log();
+    assert!(
+        log.contains("421"),
+        "the server never refused a connection; the test proves nothing"
+    );
+    let logins = log.matches("OK LOGIN").count();
+    assert!(
+        logins <= 3,
+        "{logins} logins for 2 allowed connections: not reused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_mid_upload_is_retried_on_a_new_session() {
+    // 2 MiB/s per session: the 5 MiB upload is still running when its session dies.
+    let server = Vsftpd::start_with(VsftpdOptions {
+        max_rate: Some(2 * 1024 * 1024),
+        ..VsftpdOptions::default()
+    });
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let files = write_tree(&tree, &tree_v1());
+    let target = target(&server);
+
+    let publish = target.publish_tree(&tree, REMOTE_DIR);
+    let killer = async {
+        // Find the vsftpd session process storing the big blob, and kill it.
+        let pid = loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let log = server.protocol_log();
+            let line = log
+                .lines()
+                .find(|l| l.contains("\"STOR ") && l.contains(".hello-1.0-1.gpkg.tar.partial."));
+            if let Some(pid) = line.and_then(|l| l.split("[pid ").nth(1)?.split(']').next()) {
+                break pid.parse::<i32>().unwrap();
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        pid
+    };
+    let (report, killed) = tokio::join!(publish, killer);
+    let report = report.unwrap();
+    assert!(report.retries >= 1, "{report:?}");
+    assert!(report.sessions_opened >= 2, "{report:?}");
+    assert_eq!(report.uploaded, files.len());
+    assert_eq!(server_files(&server), files);
+
+    // The retry stored the same temporary name again (at most one leftover per blob).
+    let log = server.protocol_log();
+    let temp_stores: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"STOR ") && l.contains(".hello-1.0-1.gpkg.tar.partial."))
+        .collect();
+    assert_eq!(temp_stores.len(), 2, "{temp_stores:?}");
+    let name = |l: &str| l.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(name(temp_stores[0]), name(temp_stores[1]));
+    assert!(!temp_stores[1].contains(&format!("[pid {killed}]")));
 }

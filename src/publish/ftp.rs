@@ -1279,6 +1279,11 @@ struct Pool<'t> {
     idle: Mutex<Vec<Session>>,
     /// Absolute tree root, learned from the first session.
     root: Mutex<Option<String>>,
+    /// One permit per session we may have busy at once; shrinks when the server refuses
+    /// more connections than it already has from us.
+    slots: tokio::sync::Semaphore,
+    /// Sessions open now (busy or idle).
+    alive: AtomicUsize,
     opened: AtomicUsize,
     retries: AtomicUsize,
     /// Set when a session could not be opened even after retries: the rest gives up.
@@ -1302,6 +1307,8 @@ impl<'t> Pool<'t> {
             components,
             idle: Mutex::new(Vec::new()),
             root: Mutex::new(None),
+            slots: tokio::sync::Semaphore::new(target.sessions.clamp(1, MAX_SESSIONS)),
+            alive: AtomicUsize::new(0),
             opened: AtomicUsize::new(0),
             retries: AtomicUsize::new(0),
             broken: Mutex::new(None),
@@ -1324,6 +1331,7 @@ impl<'t> Pool<'t> {
         }
         let session = Session::open(self.target, Arc::clone(&self.ctx), &self.components).await?;
         self.opened.fetch_add(1, Ordering::Relaxed);
+        self.alive.fetch_add(1, Ordering::Relaxed);
         lock(&self.root).get_or_insert_with(|| session.root.clone());
         Ok(session)
     }
@@ -1343,6 +1351,12 @@ impl<'t> Pool<'t> {
                     reason,
                 });
             }
+            let Ok(permit) = self.slots.acquire().await else {
+                return Err(FtpTargetError::Abandoned {
+                    host: self.ctx.host.clone(),
+                    reason: String::from("session pool closed"),
+                });
+            };
             let result = match self.checkout().await {
                 Ok(session) => {
                     let (session, result) = op(session).await;
@@ -1350,12 +1364,26 @@ impl<'t> Pool<'t> {
                         Ok(_) => lock(&self.idle).push(session),
                         Err(err) if err.keeps_session() => lock(&self.idle).push(session),
                         // Unknown control-connection state: drop it, reconnect next time.
-                        Err(_) => drop(session),
+                        Err(_) => {
+                            drop(session);
+                            self.alive.fetch_sub(1, Ordering::Relaxed);
+                        }
                     }
                     result
                 }
+                Err(err) if err.is_connect_failure() && self.alive.load(Ordering::Relaxed) > 0 => {
+                    // The server takes fewer connections from us than configured (e.g. a
+                    // per-address limit): go on with the ones it took.
+                    permit.forget();
+                    tracing::info!(
+                        "{err}; continuing with the {} sessions the server accepted",
+                        self.alive.load(Ordering::Relaxed)
+                    );
+                    continue;
+                }
                 Err(err) => Err(err),
             };
+            drop(permit);
             match result {
                 Ok(value) => return Ok(value),
                 Err(err) if err.is_transient() && attempt < self.target.retries => {

@@ -27,6 +27,8 @@ pub struct VsftpdOptions {
     /// Bytes per second per anonymous session (`anon_max_rate`), to make transfers slow
     /// enough to interrupt them.
     pub max_rate: Option<u64>,
+    /// Connections accepted from one address (`max_per_ip`; default 64).
+    pub max_per_ip: Option<u32>,
 }
 
 pub struct Vsftpd {
@@ -181,8 +183,9 @@ vsftpd_log_file={log}
 log_ftp_protocol=YES
 use_localtime=NO
 max_clients=64
-max_per_ip=64
+max_per_ip={max_per_ip}
 {rate}",
+        max_per_ip = options.max_per_ip.unwrap_or(64),
         anon = anon.display(),
         empty = empty.display(),
         xferlog = dir.join("xferlog").display(),
