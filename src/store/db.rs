@@ -1087,10 +1087,11 @@ impl Db {
                         .optional()
                         .map_err(sql_err(tx, op))?;
                     if let Some(found) = found {
-                        if candidate
-                            .as_ref()
-                            .map_or(true, |best| found.order < best.order)
-                        {
+                        let better = match &candidate {
+                            Some(best) => found.order < best.order,
+                            None => true,
+                        };
+                        if better {
                             candidate = Some(found);
                         }
                     }
