@@ -1063,7 +1063,7 @@ impl Db {
                 rows.collect::<Result<_, _>>().map_err(sql_err(tx, op))?
             };
             // One indexed walk per profile (in rank order, no sort), then the best of those.
-            let mut candidate: Option<(i64, i64, i64, u32, Option<i64>, String, String)> = None;
+            let mut candidate: Option<ReadyCandidate> = None;
             {
                 let mut first_ready = tx
                     .prepare_cached(
@@ -1079,22 +1079,20 @@ impl Db {
                 for profile in &profiles {
                     let found = first_ready
                         .query_row(params![profile, now], |row| {
-                            Ok((
-                                row.get(0)?,
-                                row.get(1)?,
-                                row.get(2)?,
-                                row.get(3)?,
-                                row.get(4)?,
-                                row.get(5)?,
-                                row.get(6)?,
-                            ))
+                            Ok(ReadyCandidate {
+                                order: (row.get(0)?, row.get(1)?, row.get(2)?),
+                                attempts: row.get(3)?,
+                                build_id: row.get(4)?,
+                                profile: row.get(5)?,
+                                cpv: row.get(6)?,
+                            })
                         })
                         .optional()
                         .map_err(sql_err(tx, op))?;
                     if let Some(found) = found {
                         let better = match &candidate {
+                            Some(best) => found.order < best.order,
                             None => true,
-                            Some(best) => (found.0, found.1, found.2) < (best.0, best.1, best.2),
                         };
                         if better {
                             candidate = Some(found);
@@ -1102,9 +1100,8 @@ impl Db {
                     }
                 }
             }
-            let candidate = candidate.map(|(_, _, id, attempts, build_id, profile, cpv)| {
-                (id, attempts, build_id, profile, cpv)
-            });
+            let candidate =
+                candidate.map(|c| (c.order.2, c.attempts, c.build_id, c.profile, c.cpv));
             let Some((step_id, attempts, build_id, profile, cpv)) = candidate else {
                 return Ok(None);
             };
@@ -1527,6 +1524,16 @@ impl Db {
         }
         Ok(durations)
     }
+}
+
+/// The first ready step of one profile, in scheduling order.
+struct ReadyCandidate {
+    /// (sched_rank, request_id, step id): smaller goes first.
+    order: (i64, i64, i64),
+    attempts: u32,
+    build_id: Option<i64>,
+    profile: String,
+    cpv: String,
 }
 
 /// Execute through the statement cache: the queue runs the same statements all the time.
