@@ -27,7 +27,7 @@ pub use db::{
     RequestRow, RequestState, StepOutcome, StepResultFile, StepRow, StepState, WorkerCapabilities,
     WorkerRow,
 };
-pub use farm_binpkgs::StoredBinpkg;
+pub use farm_binpkgs::{binhost_path, StoredBinpkg};
 
 use crate::plan::RetryPolicy;
 
