@@ -214,6 +214,9 @@ struct WorkerArgs {
     /// Exit after this many jobs (default: run until stopped).
     #[arg(long)]
     max_jobs: Option<u64>,
+    /// Extra environment for emerge: KEY=VALUE (repeatable).
+    #[arg(long = "build-env", value_name = "KEY=VALUE")]
+    build_env: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -389,5 +392,14 @@ fn worker_config(args: WorkerArgs) -> anyhow::Result<binfarm::worker::agent::Age
             ..Default::default()
         },
         max_jobs: args.max_jobs,
+        build_env: args
+            .build_env
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow::anyhow!("--build-env {kv:?}: expected KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?,
     })
 }

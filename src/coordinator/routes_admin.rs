@@ -108,10 +108,35 @@ async fn show_request(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let (request, steps) = app
-        .with_db(move |db| Ok((db.request(id)?, db.request_steps(id)?)))
+        .with_db(move |db| {
+            let mut steps = Vec::new();
+            for step in db.request_steps(id)? {
+                let attempts = db.step_attempts(step.id)?;
+                steps.push((step, attempts));
+            }
+            Ok((db.request(id)?, steps))
+        })
         .await?;
     let mut out = request_json(&request);
-    out["steps"] = Value::Array(steps.iter().map(step_json).collect());
+    out["steps"] = Value::Array(
+        steps
+            .iter()
+            .map(|(step, attempts)| {
+                let mut json = step_json(step);
+                json["built_by"] = attempts
+                    .iter()
+                    .rev()
+                    .find(|a| a.outcome.as_deref() == Some("succeeded"))
+                    .map(|a| Value::String(a.worker.clone()))
+                    .unwrap_or(Value::Null);
+                json["attempt_log"] = attempts
+                    .iter()
+                    .map(|a| json!({"worker": a.worker, "outcome": a.outcome, "error": a.error, "leased_at": a.leased_at}))
+                    .collect();
+                json
+            })
+            .collect(),
+    );
     Ok(Json(out))
 }
 

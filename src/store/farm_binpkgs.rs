@@ -80,3 +80,48 @@ pub fn binhost_path(cpv: &str, build_id: i64) -> String {
         Err(_) => format!("{cpv}-{build_id}.gpkg.tar"),
     }
 }
+
+/// One try at a step: who ran it and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepAttempt {
+    pub lease_id: i64,
+    pub worker: String,
+    pub leased_at: i64,
+    pub finished_at: Option<i64>,
+    /// `succeeded`, `failed`, `expired`, `cancelled`, or None while running.
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Db {
+    /// Every attempt at a step, oldest first.
+    pub fn step_attempts(&self, step_id: i64) -> Result<Vec<StepAttempt>, StoreError> {
+        let op = "list step attempts";
+        let sql_err = |source| StoreError::Sql {
+            path: self.path.clone(),
+            op,
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT a.id, w.name, a.leased_at, a.finished_at, a.outcome, a.error
+                 FROM step_attempts a JOIN workers w ON w.id = a.worker_id
+                 WHERE a.step_id = ?1 ORDER BY a.id",
+            )
+            .map_err(sql_err)?;
+        let rows = stmt
+            .query_map(params![step_id], |row| {
+                Ok(StepAttempt {
+                    lease_id: row.get(0)?,
+                    worker: row.get(1)?,
+                    leased_at: row.get(2)?,
+                    finished_at: row.get(3)?,
+                    outcome: row.get(4)?,
+                    error: row.get(5)?,
+                })
+            })
+            .map_err(sql_err)?;
+        rows.collect::<Result<_, _>>().map_err(sql_err)
+    }
+}

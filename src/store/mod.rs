@@ -27,7 +27,7 @@ pub use db::{
     RequestRow, RequestState, StepOutcome, StepResultFile, StepRow, StepState, WorkerCapabilities,
     WorkerRow,
 };
-pub use farm_binpkgs::{binhost_path, StoredBinpkg};
+pub use farm_binpkgs::{binhost_path, StepAttempt, StoredBinpkg};
 
 use crate::plan::RetryPolicy;
 

@@ -45,6 +45,8 @@ pub struct AgentConfig {
     pub limits: Limits,
     /// Stop after this many jobs (tests); None runs until killed.
     pub max_jobs: Option<u64>,
+    /// Extra environment for emerge.
+    pub build_env: Vec<(String, String)>,
 }
 
 struct Agent {
@@ -379,6 +381,7 @@ impl Agent {
         // Dependencies come from the farm's binpkgs; the package itself is built.
         request.extra_args = vec!["--oneshot".into(), format!("--usepkg-exclude={}", cpv.cp())];
         request.limits = self.config.limits.clone();
+        request.extra_env = self.config.build_env.clone();
         request.log_path = Some(log_path.clone());
         let streamer = self.stream_log(job, log_path.clone());
         let build_root = root.clone();
