@@ -63,25 +63,34 @@ fn synthetic_inventory(hosts: usize) -> String {
          online = [\"sys-apps/man-db\", \"sys-apps/findutils\", \"app-arch/*\", \"bench-online-*/*\"]\n\n\
          [[slot_switch]]\npackage = \"dev-lang/php\"\ncommands = [\"eselect php set fpm php{slot}\"]\n",
     );
+    // Farm sizes first, then written site by site (a site is one [[sites]] table).
+    let mut farms = Vec::new();
     let mut made = 0;
-    let mut farm_index = 0;
     while made < hosts {
-        let site = farm_index % 4;
-        let size = (4 + farm_index % 9).min(hosts - made);
-        let _ = write!(
-            out,
-            "\n[[sites]]\nname = \"site{site}\"\n[[sites.farms]]\nname = \"farm{farm_index}\"\nmembers = [\n"
-        );
-        for member in 1..=size {
-            let profile = PROFILES[(farm_index + member) % PROFILES.len()];
-            let _ = writeln!(
+        let size = (4 + farms.len() % 9).min(hosts - made);
+        farms.push((made, size));
+        made += size;
+    }
+    for site in 0..4 {
+        let _ = write!(out, "\n[[sites]]\nname = \"site{site}\"\n");
+        for (farm_index, &(first_host, size)) in farms.iter().enumerate() {
+            if farm_index % 4 != site {
+                continue;
+            }
+            let _ = write!(
                 out,
-                "  {{ host = \"web{made:04}.site{site}\", member = {member}, profile = \"{profile}\" }},"
+                "[[sites.farms]]\nname = \"farm{farm_index}\"\nmembers = [\n"
             );
-            made += 1;
+            for member in 1..=size {
+                let profile = PROFILES[(farm_index + member) % PROFILES.len()];
+                let host = first_host + member - 1;
+                let _ = writeln!(
+                    out,
+                    "  {{ host = \"web{host:04}.site{site}\", member = {member}, profile = \"{profile}\" }},"
+                );
+            }
+            out.push_str("]\n");
         }
-        out.push_str("]\n");
-        farm_index += 1;
     }
     out
 }
@@ -201,8 +210,9 @@ mod tests {
         let inventory =
             Inventory::parse(&synthetic_inventory(BENCH_HOSTS), Path::new("i")).unwrap();
         assert_eq!(inventory.hosts().count(), BENCH_HOSTS);
-        synthetic_mirror(dir.path(), BENCH_CHANGED).unwrap();
         let known: BTreeSet<String> = PROFILES.iter().map(|p| p.to_string()).collect();
+        assert_eq!(inventory.problems(&known), Vec::new());
+        synthetic_mirror(dir.path(), BENCH_CHANGED).unwrap();
         let from = SnapshotSpec::parse("--from", &["old".into()]).unwrap();
         let to = SnapshotSpec::parse("--to", &["new".into()]).unwrap();
         let plan = plan_rollout(
