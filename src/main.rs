@@ -36,6 +36,27 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Serve mirror trees over HTTP (GET, HEAD, Range, conditional requests).
+    Mirror {
+        /// The directory holding `<profile>/<channel>/Packages` trees.
+        #[arg(long)]
+        root: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Append an access log (combined log format) to this file.
+        #[arg(long)]
+        access_log: Option<PathBuf>,
+    },
+    /// hw-profiles: validate and render.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
+    /// Build atoms for a profile with real emerge (--buildpkg --usepkg) in its build root.
+    Build(binfarm::worker::cli::BuildArgs),
+    /// Print the merge list with dependency edges and per-package USE, as JSON.
+    Plan(binfarm::worker::cli::PlanArgs),
     /// Benchmarks against the real baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -78,6 +99,17 @@ enum RolloutCommand {
         #[arg(long)]
         ansible: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// Validate every profile (*.toml, recursively) in a directory; one line per problem.
+    Check {
+        #[arg(long, default_value = "profiles")]
+        dir: PathBuf,
+    },
+    /// Render a profile into a complete Portage config root in DIR.
+    Render(binfarm::worker::cli::RenderArgs),
 }
 
 #[derive(Subcommand)]
@@ -138,6 +170,19 @@ fn main() -> ExitCode {
             uri,
             ttl,
         } => binfarm::cli::index(&pkgdir, keyring.as_deref(), uri, ttl),
+        Command::Mirror {
+            root,
+            listen,
+            access_log,
+        } => binfarm::cli::mirror(&root, listen, access_log.as_deref()),
+        Command::Profile {
+            command: ProfileCommand::Check { dir },
+        } => binfarm::worker::cli::profile_check(&dir).map_err(Into::into),
+        Command::Profile {
+            command: ProfileCommand::Render(args),
+        } => binfarm::worker::cli::profile_render(&args).map_err(Into::into),
+        Command::Build(args) => binfarm::worker::cli::build(&args).map_err(Into::into),
+        Command::Plan(args) => binfarm::worker::cli::plan(&args).map_err(Into::into),
         Command::Bench(BenchCommand::Index { packages }) => binfarm::cli::bench_index(packages),
         Command::Rollout(RolloutCommand::Plan {
             inventory,

@@ -1,0 +1,1 @@
+//! Publishing: snapshots, channels, mirror targets (local directory, FTP), GC.
