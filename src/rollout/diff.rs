@@ -4,11 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::cpv::{Cpv, Version};
 use super::inventory::Classifier;
 use super::patterns::PackageRef;
 use super::snapshot::Entry;
 use super::RolloutError;
+use crate::atom::{Cpv, Version};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -140,10 +140,10 @@ fn best_by_slot<'a>(
 ) -> Result<BTreeMap<(String, String), Parsed<'a>>, RolloutError> {
     let mut best: BTreeMap<(String, String), Parsed<'a>> = BTreeMap::new();
     for entry in entries {
-        let cpv = Cpv::parse(&entry.cpv).map_err(|message| RolloutError::BadPackage {
+        let cpv = Cpv::parse(&entry.cpv).map_err(|err| RolloutError::BadPackage {
             profile: profile.to_string(),
             snapshot: snapshot.to_string(),
-            message,
+            message: err.to_string(),
         })?;
         let key = (cpv.cp(), entry.main_slot().to_string());
         let candidate = Parsed { entry, cpv };
@@ -159,7 +159,7 @@ fn best_by_slot<'a>(
 
 fn is_better(candidate: &Parsed<'_>, current: &Parsed<'_>) -> bool {
     let rank = |p: &Parsed<'_>| (p.entry.build_id, p.entry.build_time);
-    match candidate.cpv.version.cmp(&current.cpv.version) {
+    match candidate.cpv.version().cmp(current.cpv.version()) {
         std::cmp::Ordering::Greater => true,
         std::cmp::Ordering::Less => false,
         std::cmp::Ordering::Equal => rank(candidate) > rank(current),
@@ -169,7 +169,7 @@ fn is_better(candidate: &Parsed<'_>, current: &Parsed<'_>) -> bool {
 fn build_of(parsed: &Parsed<'_>) -> Build {
     Build {
         cpv: parsed.entry.cpv.clone(),
-        version: parsed.cpv.version.as_str().to_string(),
+        version: parsed.cpv.version().as_str().to_string(),
         slot: parsed.entry.slot.clone(),
         build_id: parsed.entry.build_id,
         build_time: parsed.entry.build_time,
@@ -187,15 +187,10 @@ fn is_rebuild(old: &Entry, new: &Entry) -> bool {
 impl Classifier {
     /// Disruptive when a disruptive pattern matches either side; online when only online
     /// patterns match; disruptive when nothing matches (the safe default).
-    pub fn classify(&self, sides: &[&Cpv], slot: &str) -> (Impact, Option<String>) {
+    pub fn classify(&self, sides: &[(&Cpv, &str)]) -> (Impact, Option<String>) {
         let refs: Vec<PackageRef<'_>> = sides
             .iter()
-            .map(|cpv| PackageRef {
-                category: &cpv.category,
-                name: &cpv.package,
-                version: &cpv.version,
-                slot,
-            })
+            .map(|&(cpv, slot)| PackageRef { cpv, slot })
             .collect();
         let first_match = |patterns: &[super::patterns::Pattern]| {
             patterns
@@ -238,7 +233,7 @@ pub fn diff_snapshots(
         let (cp, slot) = key;
         let (before, after) = (old.get(key), new.get(key));
         let kind = match (before, after) {
-            (Some(b), Some(a)) => match a.cpv.version.cmp(&b.cpv.version) {
+            (Some(b), Some(a)) => match a.cpv.version().cmp(b.cpv.version()) {
                 std::cmp::Ordering::Greater => ChangeKind::Upgraded,
                 std::cmp::Ordering::Less => ChangeKind::Downgraded,
                 std::cmp::Ordering::Equal if is_rebuild(b.entry, a.entry) => ChangeKind::Rebuilt,
@@ -250,8 +245,12 @@ pub fn diff_snapshots(
             (Some(_), None) => ChangeKind::Removed,
             (None, None) => continue,
         };
-        let sides: Vec<&Cpv> = before.iter().chain(after.iter()).map(|p| &p.cpv).collect();
-        let (impact, matched) = classifier.classify(&sides, slot);
+        let sides: Vec<(&Cpv, &str)> = before
+            .iter()
+            .chain(after.iter())
+            .map(|p| (&p.cpv, p.entry.slot.as_str()))
+            .collect();
+        let (impact, matched) = classifier.classify(&sides);
         changes.push(PackageChange {
             kind,
             package: cp.clone(),
@@ -309,11 +308,11 @@ fn active_slot(new: &BTreeMap<(String, String), Parsed<'_>>, package: &str) -> S
             break;
         }
         let is_higher = match best {
-            Some((version, _)) => parsed.cpv.version > *version,
+            Some((version, _)) => parsed.cpv.version() > version,
             None => true,
         };
         if is_higher {
-            best = Some((&parsed.cpv.version, slot));
+            best = Some((parsed.cpv.version(), slot));
         }
     }
     best.map(|(_, slot)| slot.to_string()).unwrap_or_default()

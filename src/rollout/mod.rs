@@ -15,7 +15,6 @@
 
 pub mod ansible;
 pub mod bench;
-mod cpv;
 pub mod diff;
 pub mod inventory;
 mod patterns;

@@ -2,43 +2,48 @@
 //! (`sys-kernel/*`, `www-servers/nginx`, `dev-lang/php*`, optionally `:slot`) and versioned
 //! atoms (`>=sys-libs/glibc-2.39`, `=dev-lang/php-8.3*`, `~dev-libs/openssl-3.0.14`).
 
-use std::cmp::Ordering;
-
-use super::cpv::{Cpv, Version};
+use crate::atom::{Atom, Cpv};
 
 /// One pattern, parsed.
 #[derive(Debug, Clone)]
 pub struct Pattern {
     text: String,
-    category: String,
-    name: String,
-    slot: Option<String>,
-    version: Option<(Operator, Version, bool)>,
+    kind: PatternKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Operator {
-    Less,
-    LessOrEqual,
-    Equal,
-    Tilde,
-    GreaterOrEqual,
-    Greater,
+#[derive(Debug, Clone)]
+enum PatternKind {
+    /// `category/name[:slot]`, each part a glob.
+    Glob {
+        category: String,
+        name: String,
+        slot: Option<String>,
+    },
+    /// An atom with a version operator; matched by `crate::atom`.
+    Atom(Atom),
 }
 
-/// One installed-or-published package as patterns see it.
+/// One package of a snapshot as patterns see it.
 #[derive(Debug, Clone, Copy)]
 pub struct PackageRef<'a> {
-    pub category: &'a str,
-    pub name: &'a str,
-    pub version: &'a Version,
-    /// Main slot (no sub-slot).
+    pub cpv: &'a Cpv,
+    /// The full SLOT value (`8.3`, `0/3`).
     pub slot: &'a str,
 }
 
 impl Pattern {
     pub fn parse(text: &str) -> Result<Pattern, String> {
         let bad = |why: &str| format!("{text:?} is not a category/name glob or atom: {why}");
+        if text.starts_with(['<', '>', '=', '~']) {
+            let atom = Atom::parse(text).map_err(|e| bad(&e.to_string()))?;
+            if atom.blocker().is_some() || atom.repo().is_some() || !atom.use_deps().is_empty() {
+                return Err(bad("blockers, ::repo and [use] have no meaning here"));
+            }
+            return Ok(Pattern {
+                text: text.to_string(),
+                kind: PatternKind::Atom(atom),
+            });
+        }
         let (body, slot) = match text.split_once(':') {
             Some((body, slot)) if !slot.is_empty() && !slot.contains(':') => (
                 body,
@@ -47,60 +52,27 @@ impl Pattern {
             Some(_) => return Err(bad("empty or repeated ':slot'")),
             None => (text, None),
         };
-        let operators = [
-            ("<=", Operator::LessOrEqual),
-            (">=", Operator::GreaterOrEqual),
-            ("<", Operator::Less),
-            (">", Operator::Greater),
-            ("=", Operator::Equal),
-            ("~", Operator::Tilde),
-        ];
-        let operator = operators
-            .iter()
-            .find(|(prefix, _)| body.starts_with(prefix))
-            .map(|&(prefix, op)| (prefix.len(), op));
-        let (category, name, version) = match operator {
-            Some((skip, operator)) => {
-                let rest = &body[skip..];
-                let (rest, wildcard) = match rest.strip_suffix('*') {
-                    Some(rest) if operator == Operator::Equal => (rest, true),
-                    Some(_) => return Err(bad("'*' only follows a version after '='")),
-                    None => (rest, false),
-                };
-                if rest.contains(['*', '?']) {
-                    return Err(bad("a versioned atom cannot contain globs"));
-                }
-                let cpv = Cpv::parse(rest).map_err(|e| bad(&e))?;
-                (
-                    cpv.category,
-                    cpv.package,
-                    Some((operator, cpv.version, wildcard)),
-                )
-            }
-            None => {
-                let (category, name) = body
-                    .split_once('/')
-                    .ok_or_else(|| bad("expected category/name"))?;
-                (category.to_string(), name.to_string(), None)
-            }
-        };
+        let (category, name) = body
+            .split_once('/')
+            .ok_or_else(|| bad("expected category/name"))?;
         let valid_part = |part: &str| {
             !part.is_empty()
                 && part
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "+_.-*?".contains(c))
         };
-        if !valid_part(&category) || !valid_part(&name) {
+        if !valid_part(category) || !valid_part(name) {
             return Err(bad(
                 "category and name may hold letters, digits, + _ . - and the globs * ?",
             ));
         }
         Ok(Pattern {
             text: text.to_string(),
-            category,
-            name,
-            slot,
-            version,
+            kind: PatternKind::Glob {
+                category: category.to_string(),
+                name: name.to_string(),
+                slot,
+            },
         })
     }
 
@@ -109,36 +81,25 @@ impl Pattern {
     }
 
     pub fn matches(&self, package: PackageRef<'_>) -> bool {
-        if !glob_match(&self.category, package.category) || !glob_match(&self.name, package.name) {
-            return false;
-        }
-        if let Some(slot) = &self.slot {
-            if !glob_match(slot, package.slot) {
-                return false;
-            }
-        }
-        let Some((operator, version, wildcard)) = &self.version else {
-            return true;
+        let (slot, subslot) = match package.slot.split_once('/') {
+            Some((slot, subslot)) => (slot, Some(subslot)),
+            None => (package.slot, None),
         };
-        let ordering = package.version.cmp(version);
-        match operator {
-            Operator::Less => ordering == Ordering::Less,
-            Operator::LessOrEqual => ordering != Ordering::Greater,
-            Operator::Greater => ordering == Ordering::Greater,
-            Operator::GreaterOrEqual => ordering != Ordering::Less,
-            Operator::Equal if *wildcard => package.version.has_prefix(version.as_str()),
-            Operator::Equal => ordering == Ordering::Equal,
-            Operator::Tilde => {
-                strip_revision(package.version.as_str()) == strip_revision(version.as_str())
+        match &self.kind {
+            PatternKind::Atom(atom) => atom.matches(package.cpv, Some((slot, subslot)), None),
+            PatternKind::Glob {
+                category,
+                name,
+                slot: wanted_slot,
+            } => {
+                glob_match(category, package.cpv.category())
+                    && glob_match(name, package.cpv.pn())
+                    && match wanted_slot {
+                        Some(wanted) => glob_match(wanted, slot),
+                        None => true,
+                    }
             }
         }
-    }
-}
-
-fn strip_revision(version: &str) -> &str {
-    match version.rsplit_once("-r") {
-        Some((main, rev)) if rev.bytes().all(|b| b.is_ascii_digit()) => main,
-        _ => version,
     }
 }
 
@@ -173,12 +134,9 @@ mod tests {
 
     fn matches(pattern: &str, cpv: &str, slot: &str) -> bool {
         let cpv = Cpv::parse(cpv).unwrap();
-        Pattern::parse(pattern).unwrap().matches(PackageRef {
-            category: &cpv.category,
-            name: &cpv.package,
-            version: &cpv.version,
-            slot,
-        })
+        Pattern::parse(pattern)
+            .unwrap()
+            .matches(PackageRef { cpv: &cpv, slot })
     }
 
     #[test]
