@@ -131,6 +131,45 @@ enum Command {
     /// Benchmarks against the real baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Plan upgrades of production farms: one member per farm at a time.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Diff two snapshots (or channels) per profile and print the upgrade waves.
+    Plan {
+        /// The inventory (TOML): sites, farms, members, package groups.
+        #[arg(long)]
+        inventory: PathBuf,
+        /// A profile to plan (repeatable); default: every profile the inventory uses.
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        /// The snapshot or channel the hosts run now: NAME for every profile, or PROFILE=NAME
+        /// (repeatable).
+        #[arg(long, required = true)]
+        from: Vec<String>,
+        /// The snapshot or channel to upgrade to: NAME or PROFILE=NAME (repeatable).
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        /// The published mirror tree: <DIR>/<profile>/<channel>/Packages and
+        /// <DIR>/<profile>/snapshots/<ID>/Packages.
+        #[arg(long, env = "BINFARM_MIRROR_ROOT")]
+        mirror_root: PathBuf,
+        /// The hw-profiles directory (known profile names).
+        #[arg(long, default_value = "profiles")]
+        profiles_dir: PathBuf,
+        /// Hosts upgraded at once; overrides the inventory's rollout.max_parallel.
+        #[arg(long)]
+        max_parallel: Option<usize>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also write an Ansible inventory.yml and playbook.yml into this directory.
+        #[arg(long)]
+        ansible: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -341,6 +380,32 @@ fn main() -> ExitCode {
             admin,
         } => admin_client(&admin).and_then(|c| binfarm::cli::farm::logs(&c, step, follow)),
         Command::Bench(BenchCommand::Index { packages }) => binfarm::cli::bench_index(packages),
+        Command::Rollout(RolloutCommand::Plan {
+            inventory,
+            profiles,
+            from,
+            to,
+            mirror_root,
+            profiles_dir,
+            max_parallel,
+            json,
+            ansible,
+        }) => binfarm::rollout::plan_command(&binfarm::rollout::PlanRequest {
+            inventory,
+            profiles,
+            from,
+            to,
+            profiles_dir,
+            mirror_root,
+            max_parallel,
+            json,
+            ansible_dir: ansible,
+        })
+        .map(|text| {
+            print!("{text}");
+            ExitCode::SUCCESS
+        })
+        .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => code,
