@@ -122,3 +122,19 @@ pub fn ftp_publish(
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn bench_schedule(steps: usize, workers: usize, seed: Option<u64>) -> Result<ExitCode> {
+    let mut config = crate::plan::bench::ScheduleBenchConfig { steps, workers, ..Default::default() };
+    if let Some(seed) = seed {
+        config.seed = seed;
+    }
+    let report = crate::plan::bench::bench_schedule(&config)?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bench_rollout() -> Result<ExitCode> {
+    let report = crate::rollout::bench::bench_rollout()?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
