@@ -89,7 +89,7 @@ pub fn index(
     uri: Option<String>,
     ttl: Option<u64>,
 ) -> Result<ExitCode> {
-    let _ = (pkgdir, keyring_path, uri, ttl, index::placeholder);
+    let _ = (pkgdir, keyring_path, uri, ttl, index::PACKAGES_FILE);
     anyhow::bail!("binfarm index: not implemented yet")
 }
 
