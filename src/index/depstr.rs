@@ -111,6 +111,9 @@ fn check_no_glued_operator(token: &str, position: usize) -> Result<(), DepError>
 /// The element a group follows (`||` or `flag?`) is the last item of the level below it.
 struct Levels {
     levels: Vec<Vec<Item>>,
+    /// Tokens other than `||` and conditionals are atoms (Portage holds them as atom
+    /// objects, which its any-of search looks through like groups).
+    atoms: bool,
 }
 
 impl Levels {
@@ -121,8 +124,8 @@ impl Levels {
     }
 
     /// Whether an any-of operator governs `depth`: walking outwards, levels that are
-    /// empty or end in a group are transparent, conditionals are transparent, `||`
-    /// governs, and any other token ends the search.
+    /// empty or end in a group (or an atom) are transparent, conditionals are
+    /// transparent, `||` governs, and any other token ends the search.
     fn any_of_in_effect(&self, depth: Option<usize>) -> bool {
         let Some(mut d) = depth else { return false };
         loop {
@@ -130,7 +133,7 @@ impl Levels {
                 if last == "||" {
                     return true;
                 }
-                if !last.ends_with('?') {
+                if !last.ends_with('?') && !self.atoms {
                     return false;
                 }
             }
@@ -150,6 +153,7 @@ fn reduce_items(
     let tokens: Vec<&str> = depstr.split_whitespace().collect();
     let mut state = Levels {
         levels: vec![Vec::new()],
+        atoms,
     };
     // After `||` or `flag?` the next token must open a group.
     let mut expect_open = false;

@@ -25,7 +25,7 @@ pub const INHERITED_KEYS: [&str; 2] = ["CHOST", "REPO"];
 pub const NON_EMPTY_DEFAULTS: [(&str, &str); 2] = [("EAPI", "0"), ("SLOT", "0")];
 
 /// Keys Portage keeps in a package entry when it reads an index (others are dropped).
-pub const ALLOWED_ENTRY_KEYS: [&str; 33] = [
+pub const ALLOWED_ENTRY_KEYS: [&str; 32] = [
     "BASE_URI",
     "BDEPEND",
     "BUILD_ID",
@@ -50,7 +50,6 @@ pub const ALLOWED_ENTRY_KEYS: [&str; 33] = [
     "PROVIDES",
     "RDEPEND",
     "REPO",
-    "REPO_REVISIONS",
     "REQUIRES",
     "RESTRICT",
     "RESUMECOMMAND",

@@ -283,15 +283,27 @@ pub fn update_pkgdir_using(
     Ok(report)
 }
 
-/// Header and entries equal, TIMESTAMP and PACKAGES aside.
+/// Header and entries equal, TIMESTAMP and PACKAGES aside, and the old entries' keys
+/// that Portage drops when reading (`a` is the index on disk, `b` the new one).
 fn same_content(a: &PackagesIndex, b: &PackagesIndex) -> bool {
+    let same_entry = |old: &Entry, new: &Entry| {
+        old.fields
+            .iter()
+            .filter(|(k, _)| ALLOWED_ENTRY_KEYS.contains(&k.as_str()))
+            .eq(new.fields.iter())
+    };
     let strip = |h: &BTreeMap<String, String>| -> BTreeMap<String, String> {
         h.iter()
             .filter(|(k, v)| k.as_str() != "TIMESTAMP" && k.as_str() != "PACKAGES" && !v.is_empty())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     };
-    strip(&a.header) == strip(&b.header) && a.entries == b.entries
+    strip(&a.header) == strip(&b.header)
+        && a.entries.len() == b.entries.len()
+        && a.entries
+            .iter()
+            .zip(&b.entries)
+            .all(|(o, n)| same_entry(o, n))
 }
 
 /// Header from the existing index, updated the way Portage updates it.
