@@ -36,6 +36,18 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Serve mirror trees over HTTP (GET, HEAD, Range, conditional requests).
+    Mirror {
+        /// The directory holding `<profile>/<channel>/Packages` trees.
+        #[arg(long)]
+        root: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Append an access log (combined log format) to this file.
+        #[arg(long)]
+        access_log: Option<PathBuf>,
+    },
     /// Benchmarks against the real baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -99,6 +111,11 @@ fn main() -> ExitCode {
             uri,
             ttl,
         } => binfarm::cli::index(&pkgdir, keyring.as_deref(), uri, ttl),
+        Command::Mirror {
+            root,
+            listen,
+            access_log,
+        } => binfarm::cli::mirror(&root, listen, access_log.as_deref()),
         Command::Bench(BenchCommand::Index { packages }) => binfarm::cli::bench_index(packages),
     };
     match result {

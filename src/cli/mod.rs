@@ -18,6 +18,7 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -91,6 +92,16 @@ pub fn index(
 ) -> Result<ExitCode> {
     let _ = (pkgdir, keyring_path, uri, ttl, index::PACKAGES_FILE);
     anyhow::bail!("binfarm index: not implemented yet")
+}
+
+pub fn mirror(
+    root: &Path,
+    listen: std::net::SocketAddr,
+    access_log: Option<&Path>,
+) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(crate::mirror::run(root, listen, access_log))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn bench_index(packages: usize) -> Result<ExitCode> {
