@@ -464,10 +464,30 @@ fn use_conditional_reduction_matches_portage() {
         let mut tokens = Vec::new();
         let depth = 1 + rng.below(4);
         random_depstr(&mut rng, depth, atoms, &mut tokens);
-        // Sometimes break the structure, to compare what is refused.
+        // Sometimes break the structure or an atom, to compare what is refused.
         if rng.chance(5) {
             let at = rng.below(tokens.len());
             tokens.remove(at);
+        }
+        if atoms && !tokens.is_empty() && rng.chance(5) {
+            let at = rng.below(tokens.len());
+            if tokens[at].contains('/') {
+                tokens[at] = rng
+                    .pick(&[
+                        "dev-libs/x-1",
+                        ">=dev-libs/y",
+                        "dev-libs/z:",
+                        "dev-libs/w[",
+                        "dev-libs/v[a,,b]",
+                        "noslash",
+                        "dev-libs/u[x?]]",
+                        "dev-libs/t::",
+                        "=dev-libs/s-1.0*[x=]",
+                        "~dev-libs/r-1.0-r1",
+                        "dev-libs/q:0/1/2",
+                    ])
+                    .to_string();
+            }
         }
         let use_flags: Vec<&str> = ["x", "y", "z", "w"]
             .into_iter()

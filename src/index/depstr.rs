@@ -48,7 +48,7 @@ const EMPTY_ANY_OF: &str = "__const__/empty-any-of";
 
 /// Resolves USE conditionals in `depstr` for the enabled flags `use_flags` and prints the
 /// result. `atoms` says the tokens are package atoms (the `*DEPEND` keys): they are
-/// checked loosely and their conditional use deps are evaluated.
+/// validated and their conditional use deps are evaluated.
 pub fn reduce(depstr: &str, use_flags: &HashSet<&str>, atoms: bool) -> Result<String, DepError> {
     let items = reduce_items(depstr, use_flags, atoms)?;
     let mut out = String::with_capacity(depstr.len());
@@ -303,22 +303,9 @@ fn keep_group(state: &mut Levels, depth: usize, mut content: Vec<Item>, single: 
     state.levels[depth].extend(content);
 }
 
-/// A loose atom check: what Portage would certainly refuse (no category, stray
-/// brackets). Full validation belongs to the atom module.
+/// Whether Portage's atom parser would take `token` (it refuses the package otherwise).
 fn looks_like_atom(token: &str) -> bool {
-    if token.contains(['(', ')']) && !token.contains('[') {
-        return false;
-    }
-    let body = token.trim_start_matches('!');
-    let body = body.trim_start_matches(['<', '>', '=', '~']);
-    let name_end = body.find([':', '[']).unwrap_or(body.len());
-    let name = &body[..name_end];
-    match name.split_once('/') {
-        Some((category, package)) => {
-            !category.is_empty() && !package.is_empty() && !package.contains('/')
-        }
-        None => false,
-    }
+    crate::atom::Atom::parse(token).is_ok()
 }
 
 /// Evaluates conditional use deps inside an atom, as Portage does for `*DEPEND`:

@@ -537,7 +537,7 @@ fn entry_from_metadata(rel: &str, kind: FileKind, metadata: &Metadata) -> Result
     };
 
     if multi_instance {
-        let pn = split_pf(&pf).map(|(pn, _)| pn);
+        let pn = crate::atom::split_pf(&pf).ok().map(|(pn, _)| pn);
         if pn.map_or(true, |pn| dir != format!("{category}/{pn}")) {
             return Err(format!(
                 "multi-instance package must be in {category}/<PN>/, found in {dir:?}"
@@ -587,7 +587,7 @@ fn entry_from_metadata(rel: &str, kind: FileKind, metadata: &Metadata) -> Result
 /// BUILD_ID from a file stem `<PF>-<N>`, when what precedes `-<N>` is a valid PF.
 fn build_id_in_name(stem: &str) -> Option<u64> {
     let (pf, id) = stem.rsplit_once('-')?;
-    split_pf(pf)?;
+    crate::atom::split_pf(pf).ok()?;
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -598,75 +598,6 @@ fn valid_category(category: &str) -> bool {
     let mut chars = category.chars();
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     chars.next().is_some_and(word) && chars.all(|c| word(c) || matches!(c, '-' | '.' | '+'))
-}
-
-/// Splits a PF into PN and version (with revision, if any) by PMS rules.
-fn split_pf(pf: &str) -> Option<(&str, &str)> {
-    let (head, last) = pf.rsplit_once('-')?;
-    let is_revision =
-        last.len() > 1 && last.starts_with('r') && last[1..].bytes().all(|b| b.is_ascii_digit());
-    let (pn, version) = if is_revision {
-        let (pn, version) = head.rsplit_once('-')?;
-        (pn, version)
-    } else {
-        (head, last)
-    };
-    (valid_version(version) && valid_package_name(pn)).then(|| (pn, &pf[pn.len() + 1..]))
-}
-
-fn valid_package_name(pn: &str) -> bool {
-    let mut chars = pn.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '+');
-    if !first_ok
-        || !pn
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-'))
-    {
-        return false;
-    }
-    // A name may not end in what looks like a version (`-1`, `-1.0`).
-    match pn.rsplit_once('-') {
-        Some((_, last)) => !valid_version(last),
-        None => true,
-    }
-}
-
-/// PMS version without revision: digits(.digits)*[letter](_suffix[digits])*.
-fn valid_version(v: &str) -> bool {
-    let b = v.as_bytes();
-    let mut i = 0;
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while *i < b.len() && b[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        *i > start
-    };
-    if !digits(&mut i) {
-        return false;
-    }
-    while i < b.len() && b[i] == b'.' {
-        i += 1;
-        if !digits(&mut i) {
-            return false;
-        }
-    }
-    if i < b.len() && b[i].is_ascii_lowercase() {
-        i += 1;
-    }
-    while i < b.len() && b[i] == b'_' {
-        i += 1;
-        let rest = &v[i..];
-        let suffix = ["alpha", "beta", "pre", "rc", "p"]
-            .iter()
-            .find(|s| rest.starts_with(**s));
-        let Some(suffix) = suffix else { return false };
-        i += suffix.len();
-        digits(&mut i);
-    }
-    i == b.len()
 }
 
 /// MD5 and SHA1 (lower-case hex) of a file in one pass, with its size and mtime.
