@@ -245,7 +245,7 @@ impl PackagesIndex {
         path: &Path,
         start: usize,
     ) -> Result<(), IndexError> {
-        if entry.get("CPV").map_or(true, str::is_empty) {
+        if entry.get("CPV").is_none_or(str::is_empty) {
             return Err(IndexError::Parse {
                 path: path.to_owned(),
                 line: start,

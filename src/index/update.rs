@@ -497,7 +497,7 @@ fn entry_from_metadata(rel: &str, kind: FileKind, metadata: &Metadata) -> Result
     let name_build_id = build_id_in_name(stem);
     let multi_instance = match kind {
         FileKind::Xpak => {
-            if name_build_id.map_or(true, |id| stem != format!("{pf}-{id}")) {
+            if name_build_id.is_none_or(|id| stem != format!("{pf}-{id}")) {
                 return Err(format!("file name is not {pf}-<BUILD_ID>.xpak"));
             }
             true
@@ -538,7 +538,7 @@ fn entry_from_metadata(rel: &str, kind: FileKind, metadata: &Metadata) -> Result
 
     if multi_instance {
         let pn = crate::atom::split_pf(&pf).ok().map(|(pn, _)| pn);
-        if pn.map_or(true, |pn| dir != format!("{category}/{pn}")) {
+        if pn.is_none_or(|pn| dir != format!("{category}/{pn}")) {
             return Err(format!(
                 "multi-instance package must be in {category}/<PN>/, found in {dir:?}"
             ));
