@@ -305,26 +305,10 @@ impl PackagesIndex {
         }
         out.push('\n');
 
-        let mut order: Vec<&Entry> = self.entries.iter().collect();
-        order.sort_by(|a, b| a.cpv().cmp(b.cpv()));
         let mut keys: Vec<(&str, &str)> = Vec::with_capacity(32);
-        for entry in order {
+        for entry in self.written_order() {
             keys.clear();
-            for (key, value) in &entry.fields {
-                let key = file_name(key);
-                if value.is_empty() || value == default_value(key) {
-                    continue;
-                }
-                if INHERITED_KEYS.contains(&key)
-                    && self
-                        .header
-                        .get(key)
-                        .is_some_and(|h| !h.is_empty() && h == value)
-                {
-                    continue;
-                }
-                keys.push((key, value));
-            }
+            keys.extend(self.written_fields(entry));
             keys.sort_by(|a, b| sort_name(a.0).cmp(sort_name(b.0)));
             for (key, value) in &keys {
                 write_line(&mut out, key, value);
@@ -333,6 +317,36 @@ impl PackagesIndex {
         }
         out
     }
+
+    /// Entries in the order they are written: by CPV, ties in `entries` order.
+    pub fn written_order(&self) -> Vec<&Entry> {
+        let mut order: Vec<&Entry> = self.entries.iter().collect();
+        order.sort_by(|a, b| a.cpv().cmp(b.cpv()));
+        order
+    }
+
+    /// The fields of `entry` that are written (file key names, in name order): empty
+    /// values, default values and values equal to the header's inherited ones left out.
+    pub fn written_fields<'a>(
+        &'a self,
+        entry: &'a Entry,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        entry.fields.iter().filter_map(move |(key, value)| {
+            let key = file_name(key);
+            let value = value.as_str();
+            let inherited = INHERITED_KEYS.contains(&key)
+                && self
+                    .header
+                    .get(key)
+                    .is_some_and(|h| !h.is_empty() && h == value);
+            (!value.is_empty() && value != default_value(key) && !inherited).then_some((key, value))
+        })
+    }
+}
+
+/// Whether Portage keeps `key` in an entry when it reads an index.
+pub fn is_allowed_entry_key(key: &str) -> bool {
+    ALLOWED_ENTRY_KEYS.binary_search(&key).is_ok()
 }
 
 fn write_line(out: &mut String, key: &str, value: &str) {
@@ -377,4 +391,14 @@ fn json_string(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_keys_are_sorted_for_binary_search() {
+        assert!(ALLOWED_ENTRY_KEYS.windows(2).all(|w| w[0] < w[1]));
+        assert!(is_allowed_entry_key("MTIME") && !is_allowed_entry_key("REPO_REVISIONS"));
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use md5::Digest;
 
 use super::depstr;
-use super::packages::{Entry, PackagesIndex, ALLOWED_ENTRY_KEYS, VERSION};
+use super::packages::{is_allowed_entry_key, Entry, PackagesIndex, VERSION};
 use super::write::{gz_is_consistent, write_index_files, PACKAGES_FILE, PACKAGES_GZ_FILE};
 use super::IndexError;
 use crate::binpkg::{self, Metadata};
@@ -202,9 +202,7 @@ pub fn update_pkgdir_using(
     if let Some(prev) = &previous {
         for &(i, rel) in &reused_slots {
             let mut entry = prev.entries[i].clone();
-            entry
-                .fields
-                .retain(|k, _| ALLOWED_ENTRY_KEYS.contains(&k.as_str()));
+            entry.fields.retain(|k, _| is_allowed_entry_key(k));
             // Old indexes without PATH: record where the file is, as Portage does.
             if entry.get("PATH") != Some(rel) {
                 entry.set("PATH", rel);
@@ -283,27 +281,28 @@ pub fn update_pkgdir_using(
     Ok(report)
 }
 
-/// Header and entries equal, TIMESTAMP and PACKAGES aside, and the old entries' keys
-/// that Portage drops when reading (`a` is the index on disk, `b` the new one).
-fn same_content(a: &PackagesIndex, b: &PackagesIndex) -> bool {
-    let same_entry = |old: &Entry, new: &Entry| {
-        old.fields
-            .iter()
-            .filter(|(k, _)| ALLOWED_ENTRY_KEYS.contains(&k.as_str()))
-            .eq(new.fields.iter())
-    };
-    let strip = |h: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+/// Whether writing `new` would give the same file as `old` (the index on disk), TIMESTAMP
+/// and PACKAGES aside, counting the old entries' keys as Portage reads them.
+fn same_content(old: &PackagesIndex, new: &PackagesIndex) -> bool {
+    let significant = |h: &BTreeMap<String, String>| -> Vec<(String, String)> {
         h.iter()
             .filter(|(k, v)| k.as_str() != "TIMESTAMP" && k.as_str() != "PACKAGES" && !v.is_empty())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     };
-    strip(&a.header) == strip(&b.header)
-        && a.entries.len() == b.entries.len()
-        && a.entries
-            .iter()
-            .zip(&b.entries)
-            .all(|(o, n)| same_entry(o, n))
+    if significant(&old.header) != significant(&new.header)
+        || old.entries.len() != new.entries.len()
+    {
+        return false;
+    }
+    old.written_order()
+        .into_iter()
+        .zip(new.written_order())
+        .all(|(o, n)| {
+            old.written_fields(o)
+                .filter(|(k, _)| is_allowed_entry_key(k))
+                .eq(new.written_fields(n))
+        })
 }
 
 /// Header from the existing index, updated the way Portage updates it.
