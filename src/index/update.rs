@@ -198,6 +198,29 @@ pub fn update_pkgdir_using(
     // Old entries keep their order (Portage keeps its index order for them); new ones
     // follow, by CPV then BUILD_ID, and the writer's stable sort by CPV interleaves them.
     reused_slots.sort_unstable();
+    let header = compose_header(previous.as_ref(), options);
+    let index_path_gz = pkgdir.join(PACKAGES_GZ_FILE);
+
+    // Fast path of a warm run: every old entry still matches its file, nothing to read.
+    if let Some(prev) = &previous {
+        let all_current = to_read.is_empty()
+            && reused_slots.len() == prev.entries.len()
+            && reused_slots
+                .iter()
+                .all(|&(i, rel)| prev.entries[i].get("PATH") == Some(rel))
+            && significant_header(&prev.header) == significant_header(&header);
+        if all_current
+            && !options.force_write
+            && gz_is_consistent(&index_path, &index_path_gz, !options.no_compress)?
+        {
+            report.entries = prev.entries.len();
+            report.reused = prev.entries.len();
+            report.rejected.sort_by(|a, b| a.path.cmp(&b.path));
+            report.timestamp = previous_timestamp(prev);
+            return Ok(report);
+        }
+    }
+
     let mut entries: Vec<Entry> = Vec::with_capacity(reused_slots.len() + to_read.len());
     if let Some(prev) = &previous {
         for &(i, rel) in &reused_slots {
@@ -246,20 +269,15 @@ pub fn update_pkgdir_using(
     report.removed.sort();
     report.rejected.sort_by(|a, b| a.path.cmp(&b.path));
 
-    let header = compose_header(previous.as_ref(), options);
     let index = PackagesIndex { header, entries };
     report.entries = index.entries.len();
 
-    let gz_path = pkgdir.join(PACKAGES_GZ_FILE);
     let unchanged = previous
         .as_ref()
         .is_some_and(|prev| same_content(prev, &index))
-        && gz_is_consistent(&index_path, &gz_path, !options.no_compress)?;
+        && gz_is_consistent(&index_path, &index_path_gz, !options.no_compress)?;
     if unchanged && !options.force_write {
-        report.timestamp = previous
-            .as_ref()
-            .and_then(|p| p.header.get("TIMESTAMP"))
-            .and_then(|t| t.parse().ok());
+        report.timestamp = previous.as_ref().and_then(previous_timestamp);
         return Ok(report);
     }
 
@@ -267,11 +285,7 @@ pub fn update_pkgdir_using(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let previous_timestamp = previous
-        .as_ref()
-        .and_then(|p| p.header.get("TIMESTAMP"))
-        .and_then(|t| t.parse::<u64>().ok());
-    let timestamp = match previous_timestamp {
+    let timestamp = match previous.as_ref().and_then(previous_timestamp) {
         Some(t) if t >= now => t + 1,
         _ => now,
     };
@@ -279,6 +293,19 @@ pub fn update_pkgdir_using(
     report.written = true;
     report.timestamp = Some(timestamp);
     Ok(report)
+}
+
+fn previous_timestamp(index: &PackagesIndex) -> Option<u64> {
+    index.header.get("TIMESTAMP").and_then(|t| t.parse().ok())
+}
+
+/// Header keys that make a difference: all but TIMESTAMP and PACKAGES, and not empty.
+fn significant_header(header: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
+    header
+        .iter()
+        .filter(|(k, v)| k.as_str() != "TIMESTAMP" && k.as_str() != "PACKAGES" && !v.is_empty())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 /// Whether writing `new` would give the same file as `old` (the index on disk), TIMESTAMP
