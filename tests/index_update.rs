@@ -265,8 +265,8 @@ fn incremental_runs_reuse_read_and_drop() {
     std::fs::remove_file(pkgdir.join(&b)).expect("rm");
     let report = update(pkgdir, &IndexOptions::default());
     assert_eq!(report.reused, 1);
-    assert_eq!(report.added, [c.clone()]);
-    assert_eq!(report.removed, [b.clone()]);
+    assert_eq!(report.added, std::slice::from_ref(&c));
+    assert_eq!(report.removed, std::slice::from_ref(&b));
     let cpvs: Vec<String> = read_index(pkgdir)
         .entries
         .iter()
