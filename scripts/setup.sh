@@ -3,7 +3,8 @@
 # Idempotent: a second run only checks and returns in about a second.
 #
 #   - Debian packages: pax-utils (scanelf, soname metadata in binpkgs), gnupg,
-#     distcc (distccd for the distcc build test), zstd, curl
+#     distcc (distccd for the distcc build test), zstd, curl, vsftpd (the FTP mirror tests
+#     start their own instance on 127.0.0.1; the package's system service is not used)
 #   - real Portage from PyPI in a project-local venv (.venv), pinned
 #   - .venv/compat-bin/gtar -> tar (Portage's unpack calls gtar; Debian lacks it)
 set -Eeuo pipefail
@@ -11,7 +12,7 @@ set -Eeuo pipefail
 ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${BINFARM_VENV:-$ROOT_DIR/.venv}
 PORTAGE_VERSION=3.0.83
-DEBIAN_PACKAGES=(pax-utils gnupg distcc zstd curl ca-certificates)
+DEBIAN_PACKAGES=(pax-utils gnupg distcc zstd curl ca-certificates vsftpd)
 
 log() { printf 'setup: %s\n' "$*"; }
 

@@ -6,10 +6,12 @@
 pub mod atom;
 pub mod binpkg;
 pub mod cli;
+pub mod coordinator;
 pub mod index;
 pub mod mirror;
 pub mod plan;
 pub mod profile;
+pub mod publish;
 pub mod rollout;
 pub mod sign;
 pub mod store;

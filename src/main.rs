@@ -61,9 +61,51 @@ enum Command {
         #[arg(long)]
         access_log: Option<PathBuf>,
     },
+    /// hw-profiles: validate and render.
+    Profile {
+        #[command(subcommand)]
+        command: ProfileCommand,
+    },
+    /// Build atoms for a profile with real emerge (--buildpkg --usepkg) in its build root.
+    Build(binfarm::worker::cli::BuildArgs),
+    /// Print the merge list with dependency edges and per-package USE, as JSON.
+    Plan(binfarm::worker::cli::PlanArgs),
+    /// Make a directory on an FTP server mirror a local mirror tree (blobs first, index
+    /// last, by temporary name + rename; resumable). Prints the report as JSON.
+    FtpPublish {
+        /// ftp://[user[:password]@]host[:port]/base/dir (path relative to the login directory).
+        #[arg(long)]
+        url: String,
+        /// Environment variable holding the password (instead of putting it in the URL).
+        #[arg(long)]
+        password_env: Option<String>,
+        /// The local mirror tree (`Packages`, `Packages.gz`, `<cat>/<pn>/*.gpkg.tar`).
+        #[arg(long)]
+        tree: PathBuf,
+        /// Directory below the URL's path, e.g. `<profile>/<channel>`.
+        #[arg(long)]
+        remote_dir: String,
+        /// Parallel FTP connections.
+        #[arg(long)]
+        sessions: Option<usize>,
+        /// Retries per operation (exponential backoff).
+        #[arg(long)]
+        retries: Option<u32>,
+    },
     /// Benchmarks against the real baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// Validate every profile (*.toml, recursively) in a directory; one line per problem.
+    Check {
+        #[arg(long, default_value = "profiles")]
+        dir: PathBuf,
+    },
+    /// Render a profile into a complete Portage config root in DIR.
+    Render(binfarm::worker::cli::RenderArgs),
 }
 
 #[derive(Subcommand)]
@@ -144,6 +186,32 @@ fn main() -> ExitCode {
             listen,
             access_log,
         } => binfarm::cli::mirror(&root, listen, access_log.as_deref()),
+        Command::Profile {
+            command: ProfileCommand::Check { dir },
+        } => binfarm::worker::cli::profile_check(&dir).map_err(Into::into),
+        Command::Profile {
+            command: ProfileCommand::Render(args),
+        } => binfarm::worker::cli::profile_render(&args).map_err(Into::into),
+        Command::Build(args) => binfarm::worker::cli::build(&args).map_err(Into::into),
+        Command::Plan(args) => binfarm::worker::cli::plan(&args).map_err(Into::into),
+        Command::FtpPublish {
+            url,
+            password_env,
+            tree,
+            remote_dir,
+            sessions,
+            retries,
+        } => binfarm::cli::ftp_publish(
+            binfarm::publish::ftp::FtpTargetConfig {
+                url: Some(url),
+                password_env,
+                sessions,
+                retries,
+                ..Default::default()
+            },
+            &tree,
+            &remote_dir,
+        ),
         Command::Bench(BenchCommand::Index { packages }) => binfarm::cli::bench_index(packages),
     };
     match result {

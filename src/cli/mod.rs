@@ -151,3 +151,15 @@ pub fn bench_index(packages: usize) -> Result<ExitCode> {
     let _ = packages;
     anyhow::bail!("binfarm bench index: not implemented yet")
 }
+
+pub fn ftp_publish(
+    config: crate::publish::ftp::FtpTargetConfig,
+    tree: &Path,
+    remote_dir: &str,
+) -> Result<ExitCode> {
+    let target = crate::publish::ftp::FtpTarget::try_from(config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(target.publish_tree(tree, remote_dir))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}

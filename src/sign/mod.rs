@@ -3,26 +3,56 @@
 //! API CONTRACT (other modules code against this; the sign helper implements it):
 //! v4 keys only; SHA-512 signatures; output must verify with real gpg the way
 //! Portage checks it (GOODSIG + VALIDSIG, trusted key).
+//!
+//! - [`SigningKey`] loads an ASCII-armored v4 secret key (as `gpg --armor --export-secret-keys`
+//!   writes it) and picks the component that signs: the newest valid signing subkey, else the
+//!   primary key when it may sign.
+//! - [`SigningKey::sign_detached`] makes a binary-mode (type 0x00) detached signature, the
+//!   `.sig` members of a gpkg; [`SigningKey::sign_cleartext`] a text-mode (type 0x01)
+//!   clear-signed document laid out like `gpg --clearsign`, for the gpkg `Manifest`.
+//! - [`Keyring`] holds trusted public keys and checks both kinds of signature, reporting the
+//!   [`Signer`].
+//!
+//! Fingerprints are printed as gpg prints them in `--status-fd` output: 40 upper-case hex digits.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+mod armor;
+mod cert;
+mod generate;
+mod keyring;
+mod keys;
+
+pub use generate::generate_signing_key;
+pub use keyring::Keyring;
+pub use keys::SigningKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
+    /// A key file (secret key, passphrase, or keyring file) is unusable.
     #[error("{path}: {message}")]
     Key { path: PathBuf, message: String },
+    /// A signature (or clear-signed document) is malformed or unacceptable as such:
+    /// bad armor, no signature packet, weak hash, dated in the future, expired, ...
     #[error("signature: {0}")]
     Signature(String),
     #[error("no key in the keyring made this signature (issuer {issuer})")]
     UnknownKey { issuer: String },
     #[error("bad signature from key {fingerprint}")]
     BadSignature { fingerprint: String },
+    /// The keyring knows the issuing key, but it may not sign now (revoked, expired, no
+    /// signing capability, missing back-signature, ...).
+    #[error("signing key {fingerprint} is not valid: {reason}")]
+    InvalidKey { fingerprint: String, reason: String },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// Reading the data that is signed or being verified failed.
+    #[error("reading the signed data: {0}")]
+    Data(#[source] std::io::Error),
 }
 
 /// Who made a good signature.
@@ -32,68 +62,37 @@ pub struct Signer {
     pub signing_fingerprint: String,
     /// Fingerprint of the primary key that certifies it.
     pub primary_fingerprint: String,
-    /// First user id of the primary key, if any.
+    /// First user id of the primary key, if any (the one flagged primary, when one is).
     pub user_id: Option<String>,
 }
 
-/// A secret key able to sign: the primary key, or its signing-capable subkey.
-pub struct SigningKey {
-    _private: (),
+/// Formats a fingerprint the way gpg prints it in status lines: upper-case hex, no spaces.
+pub fn fingerprint_hex(fingerprint: &pgp::types::Fingerprint) -> String {
+    format!("{fingerprint:X}")
 }
 
-impl SigningKey {
-    /// Reads an ASCII-armored v4 secret key; `passphrase_file` holds the passphrase
-    /// (first line, trailing newline stripped) when the key is protected.
-    pub fn from_armored_file(
-        path: &Path,
-        passphrase_file: Option<&Path>,
-    ) -> Result<Self, SignError> {
-        let _ = (path, passphrase_file);
-        Err(SignError::Signature("not implemented".into()))
+/// Groups an upper-case hex fingerprint in blocks of four, as `gpg --fingerprint` shows it
+/// (`AAAA BBBB ...  FFFF ...`, with a double space in the middle of a v4 fingerprint).
+pub fn fingerprint_grouped(hex: &str) -> String {
+    let groups: Vec<&str> = hex
+        .as_bytes()
+        .chunks(4)
+        .filter_map(|chunk| std::str::from_utf8(chunk).ok())
+        .collect();
+    let half = groups.len() / 2;
+    let mut out = String::with_capacity(hex.len() + groups.len());
+    for (index, group) in groups.iter().enumerate() {
+        if index > 0 {
+            out.push_str(if index == half && groups.len() == 10 {
+                "  "
+            } else {
+                " "
+            });
+        }
+        out.push_str(group);
     }
-    /// Primary key fingerprint, upper-case hex.
-    pub fn fingerprint(&self) -> String {
-        String::new()
-    }
-    /// ASCII-armored detached SHA-512 signature over `data` (what goes into a gpkg `.sig`).
-    pub fn sign_detached(&self, data: &mut dyn Read) -> Result<String, SignError> {
-        let _ = data;
-        Err(SignError::Signature("not implemented".into()))
-    }
-    /// Clear-signed text (`-----BEGIN PGP SIGNED MESSAGE-----`, Hash: SHA512), as for a gpkg Manifest.
-    pub fn sign_cleartext(&self, text: &str) -> Result<String, SignError> {
-        let _ = text;
-        Err(SignError::Signature("not implemented".into()))
-    }
-    /// The public key (ASCII-armored), to hand to clients.
-    pub fn public_key_armored(&self) -> Result<String, SignError> {
-        Err(SignError::Signature("not implemented".into()))
-    }
+    out
 }
 
-/// A set of trusted public keys.
-pub struct Keyring {
-    _private: (),
-}
-
-impl Keyring {
-    /// An ASCII-armored public key file (may hold several keys), or a directory of them.
-    pub fn load(path: &Path) -> Result<Self, SignError> {
-        let _ = path;
-        Err(SignError::Signature("not implemented".into()))
-    }
-    /// Checks an ASCII-armored detached signature over `data`.
-    pub fn verify_detached(
-        &self,
-        armored_signature: &[u8],
-        data: &mut dyn Read,
-    ) -> Result<Signer, SignError> {
-        let _ = (armored_signature, data);
-        Err(SignError::Signature("not implemented".into()))
-    }
-    /// Checks a clear-signed message; returns the signed text (dash-escaping undone) and the signer.
-    pub fn verify_cleartext(&self, armored: &str) -> Result<(String, Signer), SignError> {
-        let _ = armored;
-        Err(SignError::Signature("not implemented".into()))
-    }
-}
+#[cfg(test)]
+mod tests;

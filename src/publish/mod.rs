@@ -1,0 +1,3 @@
+//! Publishing: snapshots, channels, mirror targets (local directory, FTP), GC.
+
+pub mod ftp;
