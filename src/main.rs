@@ -92,6 +92,55 @@ enum Command {
         #[arg(long)]
         retries: Option<u32>,
     },
+    /// Run the coordinator: API, worker protocol, scheduling, signing, mirror.
+    Serve {
+        /// farm.toml (default: the embedded defaults, relative to the current directory).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a worker: lease steps from the coordinator and build them with real emerge.
+    Worker(WorkerArgs),
+    /// Worker tokens (created in the coordinator's state directory).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Start nightly requests (all configured profiles, or the given ones).
+    Nightly {
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Rebuild one atom for a profile now (a new BUILD_ID, even if nothing changed).
+    Rebuild {
+        atom: String,
+        #[arg(long)]
+        profile: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Cancel a request.
+    Cancel {
+        request: i64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Requests and workers; with --request, one request's steps.
+    Status {
+        #[arg(long)]
+        request: Option<i64>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print a step's build log (--follow: until the step ends).
+    Logs {
+        step: i64,
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Benchmarks against the real baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -106,6 +155,78 @@ enum ProfileCommand {
     },
     /// Render a profile into a complete Portage config root in DIR.
     Render(binfarm::worker::cli::RenderArgs),
+}
+
+/// How admin commands reach the coordinator.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// farm.toml: gives the coordinator URL and the admin token file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Coordinator URL (default: the config's public_url).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// File holding the admin token (default: the config's admin_token_file).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a worker and print its token (shown once; only a hash is stored).
+    Create {
+        #[arg(long)]
+        worker: String,
+        /// Replace the token of an existing worker instead.
+        #[arg(long)]
+        rotate: bool,
+        /// Write the token to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// Coordinator URL, e.g. http://farm.example.com:8620
+    #[arg(long)]
+    coordinator: String,
+    /// File holding this worker's token (`binfarm token create --worker NAME`).
+    #[arg(long)]
+    token_file: PathBuf,
+    #[arg(long, default_value = "profiles")]
+    profiles_dir: PathBuf,
+    /// Profiles to build (default: every profile in --profiles-dir).
+    #[arg(long = "profile")]
+    profiles: Vec<String>,
+    /// Build roots, logs and PKGDIRs live here.
+    #[arg(long, default_value = ".binfarm/worker")]
+    work_dir: PathBuf,
+    /// The venv with Portage.
+    #[arg(long, env = "BINFARM_VENV", default_value = ".venv")]
+    venv: PathBuf,
+    /// Replace a repository's location: NAME=PATH.
+    #[arg(long = "repo", value_name = "NAME=PATH")]
+    repos: Vec<String>,
+    #[arg(long)]
+    distdir: Option<PathBuf>,
+    /// Run emerge inside each build root as a chroot (a Gentoo stage3).
+    #[arg(long)]
+    chroot: bool,
+    /// Labels the worker offers (profiles may require some).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Total timeout of one build, seconds.
+    #[arg(long, default_value_t = 6 * 3600)]
+    timeout: u64,
+    /// Kill a build after this many seconds without output.
+    #[arg(long, default_value_t = 3600)]
+    max_silent: u64,
+    /// Exit after this many jobs (default: run until stopped).
+    #[arg(long)]
+    max_jobs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -212,6 +333,38 @@ fn main() -> ExitCode {
             &tree,
             &remote_dir,
         ),
+        Command::Serve { config } => binfarm::cli::farm::serve(config.as_deref()),
+        Command::Worker(args) => worker_config(args).and_then(binfarm::cli::farm::worker),
+        Command::Token(TokenCommand::Create {
+            worker,
+            rotate,
+            output,
+            config,
+        }) => {
+            binfarm::cli::farm::token_create(config.as_deref(), &worker, rotate, output.as_deref())
+        }
+        Command::Nightly { profiles, admin } => admin_client(&admin).and_then(|client| {
+            let all = binfarm::cli::farm::configured_profiles(admin.config.as_deref())?;
+            binfarm::cli::farm::nightly(&client, &profiles, &all)
+        }),
+        Command::Rebuild {
+            atom,
+            profile,
+            admin,
+        } => admin_client(&admin).and_then(|c| binfarm::cli::farm::rebuild(&c, &atom, &profile)),
+        Command::Cancel { request, admin } => {
+            admin_client(&admin).and_then(|c| binfarm::cli::farm::cancel(&c, request))
+        }
+        Command::Status {
+            request,
+            json,
+            admin,
+        } => admin_client(&admin).and_then(|c| binfarm::cli::farm::status(&c, request, json)),
+        Command::Logs {
+            step,
+            follow,
+            admin,
+        } => admin_client(&admin).and_then(|c| binfarm::cli::farm::logs(&c, step, follow)),
         Command::Bench(BenchCommand::Index { packages }) => binfarm::cli::bench_index(packages),
     };
     match result {
@@ -221,4 +374,48 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn admin_client(args: &AdminArgs) -> anyhow::Result<binfarm::cli::farm::AdminClient> {
+    binfarm::cli::farm::AdminClient::new(
+        args.config.as_deref(),
+        args.coordinator.as_deref(),
+        args.token_file.as_deref(),
+    )
+}
+
+fn worker_config(args: WorkerArgs) -> anyhow::Result<binfarm::worker::agent::AgentConfig> {
+    let absolute = |p: &std::path::Path| std::path::absolute(p);
+    let mut repo_locations = std::collections::BTreeMap::new();
+    for spec in &args.repos {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--repo {spec:?}: expected NAME=PATH"))?;
+        repo_locations.insert(name.to_owned(), absolute(std::path::Path::new(path))?);
+    }
+    Ok(binfarm::worker::agent::AgentConfig {
+        coordinator: args.coordinator,
+        token_file: args.token_file,
+        profiles_dir: args.profiles_dir,
+        profiles: args.profiles,
+        work_dir: absolute(&args.work_dir)?,
+        root_options: binfarm::worker::BuildRootOptions {
+            mode: if args.chroot {
+                binfarm::worker::RunMode::Chroot
+            } else {
+                binfarm::worker::RunMode::Host
+            },
+            venv: absolute(&args.venv)?,
+            repo_locations,
+            distdir: args.distdir.as_deref().map(absolute).transpose()?,
+            ..Default::default()
+        },
+        labels: args.labels,
+        limits: binfarm::worker::Limits {
+            total_timeout: Some(std::time::Duration::from_secs(args.timeout)),
+            max_silent: Some(std::time::Duration::from_secs(args.max_silent)),
+            ..Default::default()
+        },
+        max_jobs: args.max_jobs,
+    })
 }

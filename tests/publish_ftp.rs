@@ -566,3 +566,65 @@ async fn a_connection_killed_mid_upload_is_retried_on_a_new_session() {
     assert_eq!(name(temp_stores[0]), name(temp_stores[1]));
     assert!(!temp_stores[1].contains(&format!("[pid {killed}]")));
 }
+
+/// Figures, not a timed test: `cargo test --release --test publish_ftp -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "figures for the notes; slow in debug builds"]
+async fn figures_1000_packages() {
+    let server = Vsftpd::start();
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let blobs: Vec<(String, Vec<u8>)> = (0..1000)
+        .map(|i| {
+            let rel = format!("cat-{}/pkg-{i}/pkg-{i}-1.0-1.gpkg.tar", i % 50);
+            (rel, pseudo_random(20_000 + i * 37, i as u64))
+        })
+        .collect();
+    let named: Vec<(&str, Vec<u8>)> = blobs.iter().map(|(r, b)| (r.as_str(), b.clone())).collect();
+    let files = write_tree(&tree, &named);
+    for sessions in [1, 4, 8] {
+        let mut target = target(&server);
+        target.sessions = sessions;
+        let remote = format!("s{sessions}");
+        let first = target.publish_tree(&tree, &remote).await.unwrap();
+        assert_eq!(first.uploaded, files.len());
+        let again = target.publish_tree(&tree, &remote).await.unwrap();
+        assert_eq!(again.uploaded, 0);
+        eprintln!(
+            "sessions {sessions}: first publish {} files / {} MB in {:.2} s; no-op republish {:.2} s",
+            first.uploaded,
+            first.uploaded_bytes / 1_000_000,
+            first.elapsed.as_secs_f64(),
+            again.elapsed.as_secs_f64()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_base_dir_is_used_as_is() {
+    // This vsftpd does not chroot: absolute FTP paths are real paths.
+    let server = Vsftpd::start();
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let files = write_tree(&tree, &tree_v1()[1..3]);
+    let absolute = server.pub_dir().join("abs/base");
+    let url = format!(
+        "ftp://127.0.0.1:{}/%2F{}",
+        server.port,
+        absolute.display().to_string().trim_start_matches('/')
+    );
+    let target = FtpTarget::from_url(&url).unwrap();
+    let report = target.publish_tree(&tree, REMOTE_DIR).await.unwrap();
+    assert_eq!(
+        report.remote_dir,
+        absolute.join(REMOTE_DIR).display().to_string()
+    );
+    // abs, abs/base, amd64-v3, amd64-v3/stable, dev-libs, dev-libs/foo
+    assert_eq!(report.directories_created, 6, "{report:?}");
+    for (rel, bytes) in &files {
+        assert_eq!(
+            &std::fs::read(absolute.join(REMOTE_DIR).join(rel)).unwrap(),
+            bytes
+        );
+    }
+}

@@ -181,7 +181,6 @@ pub fn verify(path: &Path, keyring: &Keyring) -> Result<Binpkg, BinpkgError> {
     }
 }
 
-/// Signs an unsigned gpkg in place (atomically: temp file + rename) without recompressing.
 /// Writes `dest`: `path` re-signed with `key` under a new BUILD_ID, without recompressing
 /// the image (see [`gpkg::sign::restamp_and_sign`]).
 pub fn restamp_and_sign(
@@ -199,6 +198,7 @@ pub fn restamp_and_sign(
     }
 }
 
+/// Signs an unsigned gpkg in place (atomically: temp file + rename) without recompressing.
 pub fn sign_in_place(path: &Path, key: &SigningKey) -> Result<(), BinpkgError> {
     match detect_format(path)? {
         Format::Gpkg => gpkg::sign::sign_in_place(path, key),

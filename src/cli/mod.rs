@@ -8,6 +8,8 @@ use anyhow::Result;
 
 use crate::binpkg::{self, SignatureStatus};
 use crate::index;
+
+pub mod farm;
 use crate::sign::{Keyring, SigningKey};
 
 /// Logs go to stderr; `RUST_LOG` selects the level (default: info).

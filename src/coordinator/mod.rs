@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 pub use config::FarmConfig;
 pub use error::ApiError;
+pub use routes_admin::LOG_COMPLETE_HEADER;
 
 use crate::profile::Profile;
 use crate::sign::SigningKey;
@@ -299,7 +300,7 @@ fn load_or_create_admin_token(path: &Path) -> Result<String, CoordinatorError> {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(err)?;
             }
-            write_private(path, &format!("{token}\n")).map_err(err)?;
+            write_private_file(path, &format!("{token}\n")).map_err(err)?;
             tracing::info!("created admin token in {}", path.display());
             Ok(token)
         }
@@ -320,7 +321,7 @@ fn load_or_create_signing_key(config: &FarmConfig) -> Result<SigningKey, Coordin
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| key_err(e.to_string()))?;
         }
-        write_private(path, &armored).map_err(|e| key_err(e.to_string()))?;
+        write_private_file(path, &armored).map_err(|e| key_err(e.to_string()))?;
         tracing::info!("generated a new farm signing key in {}", path.display());
     }
     SigningKey::from_armored_file(path, config.signing.passphrase_file.as_deref())
@@ -328,7 +329,7 @@ fn load_or_create_signing_key(config: &FarmConfig) -> Result<SigningKey, Coordin
 }
 
 /// Writes a file only its owner can read, atomically.
-pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

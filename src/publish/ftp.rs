@@ -351,7 +351,7 @@ impl FtpTarget {
         let started = Instant::now();
         let remote_components = checked_components("remote_dir", remote_dir)?;
         let local = scan_local_tree(local_tree.to_path_buf()).await?;
-        let pool = Pool::new(self, remote_components);
+        let pool = Pool::new(self, remote_components)?;
         let result = publish_with_pool(&pool, &local).await;
         pool.close().await;
         let mut report = result?;
@@ -381,7 +381,7 @@ impl FtpTarget {
         for name in names {
             checked_components("file name", name)?;
         }
-        let pool = Pool::new(self, remote_components);
+        let pool = Pool::new(self, remote_components)?;
         let pool_ref = &pool;
         let deletions: Vec<_> = names
             .iter()
@@ -425,7 +425,7 @@ impl FtpTarget {
         remote_dir: &str,
     ) -> Result<BTreeMap<String, u64>, FtpTargetError> {
         let remote_components = checked_components("remote_dir", remote_dir)?;
-        let pool = Pool::new(self, remote_components);
+        let pool = Pool::new(self, remote_components)?;
         let result = list_with_pool(&pool).await;
         pool.close().await;
         result
@@ -1068,7 +1068,10 @@ impl Session {
             return Ok(0);
         }
         // Walk down from the login directory (or `/` for an absolute base).
-        let anchor = if root.starts_with(&self.home) {
+        let below_home = self.home == "/"
+            || root == self.home
+            || root.starts_with(&format!("{}/", self.home.trim_end_matches('/')));
+        let anchor = if below_home {
             self.home.clone()
         } else {
             String::from("/")
@@ -1291,14 +1294,14 @@ struct Pool<'t> {
 }
 
 impl<'t> Pool<'t> {
-    fn new(target: &'t FtpTarget, remote_components: Vec<String>) -> Self {
-        let mut components = checked_components("base_dir", &target.base_dir).unwrap_or_default();
+    fn new(target: &'t FtpTarget, remote_components: Vec<String>) -> Result<Self, FtpTargetError> {
+        let mut components = checked_components("base_dir", &target.base_dir)?;
         if remote_components.first().is_some_and(String::is_empty) {
             components = remote_components;
         } else {
             components.extend(remote_components);
         }
-        Pool {
+        Ok(Pool {
             target,
             ctx: Arc::new(Ctx {
                 host: target.host_label(),
@@ -1312,7 +1315,7 @@ impl<'t> Pool<'t> {
             opened: AtomicUsize::new(0),
             retries: AtomicUsize::new(0),
             broken: Mutex::new(None),
-        }
+        })
     }
 
     fn concurrency(&self) -> usize {

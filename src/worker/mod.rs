@@ -1,5 +1,6 @@
 //! The worker: build roots, the emerge runner, the planner helper, and (later) the agent loop.
 
+pub mod agent;
 pub mod buildroot;
 pub mod cli;
 pub mod plan;
