@@ -133,7 +133,11 @@ pub fn index(pkgdir: &Path, keyring_path: Option<&Path>, flags: &IndexFlags) -> 
             report.added.len(),
             report.removed.len(),
             report.rejected.len(),
-            if report.written { "written" } else { "unchanged" }
+            if report.written {
+                "written"
+            } else {
+                "unchanged"
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -167,7 +171,11 @@ pub fn ftp_publish(
 }
 
 pub fn bench_schedule(steps: usize, workers: usize, seed: Option<u64>) -> Result<ExitCode> {
-    let mut config = crate::plan::bench::ScheduleBenchConfig { steps, workers, ..Default::default() };
+    let mut config = crate::plan::bench::ScheduleBenchConfig {
+        steps,
+        workers,
+        ..Default::default()
+    };
     if let Some(seed) = seed {
         config.seed = seed;
     }
