@@ -26,8 +26,11 @@ pub fn init_logging() {
 
 pub fn pkg_inspect(file: &Path, json: bool) -> Result<ExitCode> {
     let pkg = binpkg::read(file)?;
+    let contents = binpkg::contents(file)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&pkg)?);
+        let mut value = serde_json::to_value(&pkg)?;
+        value["contents"] = serde_json::to_value(&contents)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("file: {}", file.display());
@@ -52,6 +55,18 @@ pub fn pkg_inspect(file: &Path, json: bool) -> Result<ExitCode> {
     }
     for key in &pkg.metadata.binary_keys {
         println!("  {key}: (binary)");
+    }
+    println!("contents:");
+    for entry in &contents {
+        let link = entry
+            .link_target
+            .as_deref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
+        println!(
+            "  {:?} {:04o} {:>10}  {}{link}",
+            entry.kind, entry.mode, entry.size, entry.path
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
