@@ -415,3 +415,171 @@ fn is_sha512_name(path: &Path) -> bool {
         .to_string_lossy();
     parent.len() == 2 && name.len() == 126 && name.chars().all(|c| c.is_ascii_hexdigit())
 }
+
+/// A worker driven by hand over the protocol: uploads with a wrong sha512 and hostile
+/// archives are refused with a clear error and nothing is stored; the failed step is retried.
+#[test]
+fn uploads_are_checked_before_they_are_stored() {
+    let tmp = common::tempdir();
+    let mut farm = Farm::new(tmp.path());
+    let _coordinator = farm.start_coordinator();
+    let token_file = tmp.path().join("manual.token");
+    farm.binfarm(&[
+        "token",
+        "create",
+        "--worker",
+        "manual",
+        "--output",
+        token_file.to_str().unwrap(),
+    ]);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let t = Some(token.as_str());
+    let (status, reg) = farm.call(
+        "POST",
+        "/api/v1/worker/register",
+        t,
+        Some(json!({"host": "test", "profiles": ["x86-64-v3"], "cpu_flags": ["avx2", "sse4_2"], "labels": [], "slots": 1})),
+    );
+    assert_eq!(status, 200, "{reg}");
+    assert_eq!(reg["accepted_profiles"], json!(["x86-64-v3"]));
+
+    let admin = farm.admin_token.clone();
+    let (status, request) = farm.call(
+        "POST",
+        "/api/v1/requests",
+        Some(&admin),
+        Some(json!({"kind": "rebuild", "profile": "x86-64-v3", "atom": "app-misc/hello"})),
+    );
+    assert_eq!(status, 200, "{request}");
+    let request_id = request["id"].as_i64().unwrap();
+
+    // The planning job comes first; answer it with a one-package merge list.
+    let (status, job) = farm.call(
+        "POST",
+        "/api/v1/worker/lease",
+        t,
+        Some(json!({"wait_seconds": 5})),
+    );
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["kind"], "plan");
+    let lease = job["plan_lease"].as_str().unwrap().to_owned();
+    let merge_list =
+        json!([{"cpv": "app-misc/hello-1.0", "slot": "0", "repo": "farm-test", "use": []}]);
+    let (status, planned) = farm.call(
+        "POST",
+        &format!("/api/v1/worker/plans/{request_id}?lease={lease}"),
+        t,
+        Some(json!({"result": "planned", "merge_list": merge_list})),
+    );
+    assert_eq!(status, 200, "{planned}");
+    assert_eq!(planned["status"], "planned", "{planned}");
+
+    let (status, job) = farm.call(
+        "POST",
+        "/api/v1/worker/lease",
+        t,
+        Some(json!({"wait_seconds": 5})),
+    );
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["kind"], "build");
+    assert_eq!(job["cpv"], "app-misc/hello-1.0");
+    let (step, lease) = (
+        job["step_id"].as_i64().unwrap(),
+        job["lease_id"].as_i64().unwrap(),
+    );
+    let upload_path = format!("/api/v1/worker/steps/{step}/binpkgs?lease={lease}");
+
+    let upload = |body: Vec<u8>, sha: &str| -> (u16, Value) {
+        farm.rt.block_on(async {
+            let resp = farm
+                .http
+                .put(format!("{}{upload_path}", farm.url))
+                .bearer_auth(&token)
+                .header("x-binfarm-sha512", sha)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or(Value::Null))
+        })
+    };
+    let sha512 = |data: &[u8]| hex::encode(<sha2::Sha512 as sha2::Digest>::digest(data));
+
+    // A wrong sha512 sent ahead.
+    let bytes = b"not what was announced".to_vec();
+    let (status, body) = upload(bytes, &sha512(b"something else"));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("sha512 mismatch"),
+        "{body}"
+    );
+
+    // A hostile archive: a member name that escapes, and no gpkg-1.
+    let hostile = hostile_tar(&[
+        ("hello-1.0-1/../../../etc/evil", b"owned"),
+        ("hello-1.0-1/Manifest", b""),
+    ]);
+    let (status, body) = upload(hostile.clone(), &sha512(&hostile));
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.starts_with("rejected binpkg"), "{body}");
+    assert!(!std::path::Path::new("/etc/evil").exists());
+
+    // Without an upload the worker reports failure; the step goes back to the queue.
+    let (status, reply) = farm.call(
+        "POST",
+        &format!("/api/v1/worker/steps/{step}/complete"),
+        t,
+        Some(json!({"outcome": "failed", "lease_id": lease, "duration_ms": 10, "error": "upload refused", "retryable": true})),
+    );
+    assert_eq!(status, 200, "{reply}");
+    // Repeating the completion is harmless.
+    let (status, again) = farm.call(
+        "POST",
+        &format!("/api/v1/worker/steps/{step}/complete"),
+        t,
+        Some(json!({"outcome": "failed", "lease_id": lease, "duration_ms": 10, "error": "upload refused", "retryable": true})),
+    );
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["status"], "already recorded");
+    let r = farm.request(request_id);
+    let s = &steps(&r)[0];
+    assert_eq!(s["state"], "ready", "retried after backoff: {r:#}");
+    assert_eq!(s["attempts"], 1);
+
+    // Nothing from the refused uploads was stored.
+    let stored: Vec<_> = walkdir::WalkDir::new(tmp.path().join("state/blobs"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .filter(|p| !p.to_string_lossy().contains("step-"))
+        .collect();
+    assert!(stored.iter().all(|p| is_sha512_name(p)), "{stored:?}");
+    assert!(
+        stored.len() <= 1,
+        "only the (empty) log may be stored: {stored:?}"
+    );
+}
+
+/// An outer tar whose member names are written as given (the tar crate refuses `..`).
+fn hostile_tar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in members {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
