@@ -402,7 +402,7 @@ mod tests {
         let t = 1_795_660_200;
         assert!(crossed_time_of_day(t - 1, t, 150));
         assert!(!crossed_time_of_day(t, t + 10, 150));
-        assert!(crossed_time_of_day(t - 86_400 * 2, t - 86_400 - 1, 150));
+        assert!(crossed_time_of_day(t - 86_400 * 2 - 1, t - 86_400 - 1, 150));
         assert!(!crossed_time_of_day(t + 1, t + 86_000, 150));
     }
 }
