@@ -35,6 +35,19 @@ enum Command {
         /// TTL header, in seconds: how long clients may use the index without re-checking.
         #[arg(long)]
         ttl: Option<u64>,
+        /// Header key to set, as KEY=VALUE (profile keys: ARCH, CHOST, USE, PROFILE, ...);
+        /// KEY= removes it. Repeatable. Other keys keep their value from the existing index.
+        #[arg(long = "header", value_name = "KEY=VALUE")]
+        headers: Vec<String>,
+        /// Do not write Packages.gz (and remove an old one).
+        #[arg(long)]
+        no_compress: bool,
+        /// Re-read and re-hash every package, even those the index already describes.
+        #[arg(long)]
+        reindex: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve mirror trees over HTTP (GET, HEAD, Range, conditional requests).
     Mirror {
@@ -130,7 +143,22 @@ fn main() -> ExitCode {
             keyring,
             uri,
             ttl,
-        } => binfarm::cli::index(&pkgdir, keyring.as_deref(), uri, ttl),
+            headers,
+            no_compress,
+            reindex,
+            json,
+        } => binfarm::cli::index(
+            &pkgdir,
+            keyring.as_deref(),
+            &binfarm::cli::IndexFlags {
+                uri,
+                ttl,
+                headers,
+                no_compress,
+                reindex,
+                json,
+            },
+        ),
         Command::Mirror {
             root,
             listen,

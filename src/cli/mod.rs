@@ -84,14 +84,57 @@ pub fn pkg_sign(file: &Path, key_path: &Path, passphrase_file: Option<&Path>) ->
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn index(
-    pkgdir: &Path,
-    keyring_path: Option<&Path>,
-    uri: Option<String>,
-    ttl: Option<u64>,
-) -> Result<ExitCode> {
-    let _ = (pkgdir, keyring_path, uri, ttl, index::placeholder);
-    anyhow::bail!("binfarm index: not implemented yet")
+/// `binfarm index` options besides the PKGDIR and keyring.
+pub struct IndexFlags {
+    pub uri: Option<String>,
+    pub ttl: Option<u64>,
+    /// `KEY=VALUE` header settings (`KEY=` removes the key).
+    pub headers: Vec<String>,
+    pub no_compress: bool,
+    pub reindex: bool,
+    pub json: bool,
+}
+
+pub fn index(pkgdir: &Path, keyring_path: Option<&Path>, flags: &IndexFlags) -> Result<ExitCode> {
+    let keyring = keyring_path.map(Keyring::load).transpose()?;
+    let mut header_overrides = std::collections::BTreeMap::new();
+    for setting in &flags.headers {
+        let Some((key, value)) = setting.split_once('=') else {
+            anyhow::bail!("--header {setting:?}: expected KEY=VALUE");
+        };
+        header_overrides.insert(key.to_owned(), value.to_owned());
+    }
+    let options = index::IndexOptions {
+        keyring: keyring.as_ref(),
+        uri: flags.uri.clone(),
+        ttl: flags.ttl,
+        header_overrides,
+        no_compress: flags.no_compress,
+        reindex_all: flags.reindex,
+        ..index::IndexOptions::default()
+    };
+    let report = index::update_pkgdir(pkgdir, &options)?;
+    if flags.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if let Some(problem) = &report.previous_index_problem {
+            eprintln!("warning: existing index not used: {problem}");
+        }
+        for rejected in &report.rejected {
+            eprintln!("left out: {}: {}", rejected.path, rejected.reason);
+        }
+        println!(
+            "{}: {} packages ({} reused, {} read, {} dropped, {} left out); {}",
+            pkgdir.join(index::PACKAGES_FILE).display(),
+            report.entries,
+            report.reused,
+            report.added.len(),
+            report.removed.len(),
+            report.rejected.len(),
+            if report.written { "written" } else { "unchanged" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn mirror(
