@@ -314,8 +314,9 @@ pub struct KnownBuild {
 
 /// One database connection with the queue policy.
 pub struct Db {
-    conn: Connection,
-    path: PathBuf,
+    // Visible to the other store files (snapshots.rs) that add typed operations.
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
     policy: QueuePolicy,
 }
 

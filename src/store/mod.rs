@@ -12,6 +12,7 @@
 mod blobs;
 mod db;
 pub mod migrate;
+mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +21,10 @@ use rusqlite::Connection;
 use thiserror::Error;
 
 pub use blobs::{is_sha512_hex, BlobError, BlobRef, BlobStore};
+pub use snapshots::{
+    BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
+    RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow,
+};
 pub use db::{
     token_hash, BuildResult, CancelSummary, Completion, Db, ExpiredLease, HeartbeatReply,
     InitialState, KnownBuild, Lease, NewRequest, NewStep, NewWorker, RequestKind, RequestRow,
