@@ -21,14 +21,14 @@ use rusqlite::Connection;
 use thiserror::Error;
 
 pub use blobs::{is_sha512_hex, BlobError, BlobRef, BlobStore};
-pub use snapshots::{
-    BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
-    RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow,
-};
 pub use db::{
     token_hash, BuildResult, CancelSummary, Completion, Db, ExpiredLease, HeartbeatReply,
     InitialState, KnownBuild, Lease, NewRequest, NewStep, NewWorker, RequestKind, RequestRow,
     RequestState, StepOutcome, StepResultFile, StepRow, StepState, WorkerCapabilities, WorkerRow,
+};
+pub use snapshots::{
+    BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
+    RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow,
 };
 
 use crate::plan::RetryPolicy;

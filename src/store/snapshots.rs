@@ -374,7 +374,8 @@ impl Db {
     /// Deletes snapshots (and their entries). Channel pointers must not name them.
     pub fn delete_snapshots(&mut self, ids: &[i64]) -> Result<(), StoreError> {
         self.publish_write("delete snapshots", |tx| {
-            let mut entries = tx.prepare_cached("DELETE FROM snapshot_entries WHERE snapshot_id = ?1")?;
+            let mut entries =
+                tx.prepare_cached("DELETE FROM snapshot_entries WHERE snapshot_id = ?1")?;
             let mut snapshots = tx.prepare_cached("DELETE FROM snapshots WHERE id = ?1")?;
             for id in ids {
                 entries.execute([id])?;
@@ -481,9 +482,8 @@ impl Db {
                      WHERE profile = ?1 AND channel = ?2 AND rolled_back_at IS NULL
                      ORDER BY id DESC LIMIT 2",
                 )?;
-                let rows = stmt.query_map(params![profile, name], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?;
+                let rows =
+                    stmt.query_map(params![profile, name], |row| Ok((row.get(0)?, row.get(1)?)))?;
                 rows.collect::<Result<_, _>>()?
             };
             let current: Option<i64> = tx
@@ -682,7 +682,11 @@ impl Db {
     }
 
     /// Forgets orphan records (the files are referenced again, or were deleted).
-    pub fn remove_mirror_orphans(&mut self, tree: &str, paths: &[String]) -> Result<(), StoreError> {
+    pub fn remove_mirror_orphans(
+        &mut self,
+        tree: &str,
+        paths: &[String],
+    ) -> Result<(), StoreError> {
         if paths.is_empty() {
             return Ok(());
         }

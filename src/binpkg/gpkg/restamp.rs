@@ -98,9 +98,9 @@ pub fn restamp(
     let mut entries: Vec<ManifestEntry> = Vec::new();
 
     let append_small = |out: &mut ContainerWriter<BufWriter<File>>,
-                            name: &str,
-                            data: &[u8],
-                            entries: &mut Vec<ManifestEntry>|
+                        name: &str,
+                        data: &[u8],
+                        entries: &mut Vec<ManifestEntry>|
      -> Result<(), BinpkgError> {
         out.append(&format!("{top}/{name}"), data, 0o644, mtime)
             .map_err(temp_err)?;
@@ -139,8 +139,13 @@ pub fn restamp(
                 let data_offset = out
                     .begin_sized(&full, member.size, member.mode, mtime)
                     .map_err(temp_err)?;
-                let signature =
-                    copy_member(src, &scan.manifest, &scan.top_dir, member, &mut out, |data| {
+                let signature = copy_member(
+                    src,
+                    &scan.manifest,
+                    &scan.top_dir,
+                    member,
+                    &mut out,
+                    |data| {
                         if member.role.is_signed_archive() {
                             key.sign_detached(data)
                                 .map(Some)
@@ -148,12 +153,15 @@ pub fn restamp(
                         } else {
                             Ok(None)
                         }
-                    })?;
+                    },
+                )?;
                 out.end_sized(data_offset, member.size)
                     .map_err(|e| member_error(src, full.clone(), e.to_string()))?;
-                let entry = scan.manifest.get(&member.name).cloned().ok_or_else(|| {
-                    member_error(src, full.clone(), "not in the Manifest")
-                })?;
+                let entry = scan
+                    .manifest
+                    .get(&member.name)
+                    .cloned()
+                    .ok_or_else(|| member_error(src, full.clone(), "not in the Manifest"))?;
                 entries.push(entry);
                 if let Some(sig) = signature {
                     append_small(
@@ -171,8 +179,13 @@ pub fn restamp(
     let signed = key
         .sign_cleartext(&manifest)
         .map_err(|e| sign_error(dest, e))?;
-    out.append(&format!("{top}/{MANIFEST}"), signed.as_bytes(), 0o644, mtime)
-        .map_err(temp_err)?;
+    out.append(
+        &format!("{top}/{MANIFEST}"),
+        signed.as_bytes(),
+        0o644,
+        mtime,
+    )
+    .map_err(temp_err)?;
     let file = out
         .finish()
         .map_err(temp_err)?
