@@ -131,11 +131,7 @@ pub fn index(pkgdir: &Path, keyring_path: Option<&Path>, flags: &IndexFlags) -> 
             report.added.len(),
             report.removed.len(),
             report.rejected.len(),
-            if report.written {
-                "written"
-            } else {
-                "unchanged"
-            }
+            if report.written { "written" } else { "unchanged" }
         );
     }
     Ok(ExitCode::SUCCESS)
