@@ -210,11 +210,12 @@ pub fn client_config(
     ));
     s.push_str(public_key.trim_end());
     s.push_str("\nBINFARM_EOF\n");
+    // --no-autostart: importing public keys needs no gpg-agent; none is left running.
     s.push_str(&format!(
-        "gpg --batch --homedir \"$GNUPG_HOME\" --import \"$GNUPG_HOME/{key_file}\"\n\
-         echo '{}:6:' | gpg --batch --homedir \"$GNUPG_HOME\" --import-ownertrust\n\
+        "gpg --batch --no-autostart --homedir \"$GNUPG_HOME\" --import \"$GNUPG_HOME/{key_file}\"\n\
+         echo '{}:6:' | gpg --batch --no-autostart --homedir \"$GNUPG_HOME\" --import-ownertrust\n\
          # Portage runs gpg with --no-auto-check-trustdb: update the trust database now.\n\
-         gpg --batch --homedir \"$GNUPG_HOME\" --check-trustdb\n\
+         gpg --batch --no-autostart --homedir \"$GNUPG_HOME\" --check-trustdb\n\
          # Portage (as root) verifies as nobody: the keyring must be readable by all.\n\
          chmod 0755 \"$GNUPG_HOME\"\n\
          for f in \"$GNUPG_HOME\"/*; do if [ -f \"$f\" ]; then chmod 0644 \"$f\"; fi; done\n\

@@ -10,8 +10,9 @@
 //!    published name is never reused for other bytes);
 //! 2. the directories that got new names are synced;
 //! 3. `Packages` then `Packages.gz`, each by temp name + rename ([`crate::index`]'s writer),
-//!    with a TIMESTAMP above the tree's previous one (clients skip an index whose TIMESTAMP
-//!    is not newer than theirs; a rollback must still reach them).
+//!    with a TIMESTAMP more than [`CLIENT_TIMESTAMP_TOLERANCE`] seconds above the tree's
+//!    previous one (clients keep their copy unless the new one is newer by more than that;
+//!    a rollback must still reach them). The file times are the TIMESTAMP.
 //!
 //! Files the new index no longer names stay (clients may hold the old index); they are
 //! recorded with the time and GC removes them after the grace period.
@@ -45,6 +46,11 @@ pub enum LinkMode {
 /// Name of the lock file that serialises publishes of one tree (a dot-file: not published
 /// further and ignored by GC).
 pub const LOCK_FILE: &str = ".binfarm-publish.lock";
+
+/// Portage asks for the index with If-Modified-Since = its copy's TIMESTAMP + 5 s (Portage's
+/// `TIMESTAMP_TOLERANCE`): a new index must be more than 5 s newer than the previous one, or
+/// clients that fetched the previous one keep it.
+pub const CLIENT_TIMESTAMP_TOLERANCE: u64 = 5;
 
 /// Test hook: milliseconds to pause after each file and before the index (so a test can kill
 /// a publishing process at chosen points).
@@ -307,7 +313,9 @@ pub fn publish_tree(
     })?;
     let now_ts = now.max(0) as u64;
     let timestamp = match &previous {
-        Some((ts, _)) if *ts >= now_ts => ts + 1,
+        Some((ts, _)) if *ts + CLIENT_TIMESTAMP_TOLERANCE >= now_ts => {
+            ts + CLIENT_TIMESTAMP_TOLERANCE + 1
+        }
         _ => now_ts,
     };
     if let Some(delay) = delay {
