@@ -337,7 +337,8 @@ fn snapshots_of_requests() {
         )
         .unwrap();
     finish_step(&mut farm, w, built(GREETER, &greeter_blob), T);
-    let s2 = publish::snapshot_for_request(
+    // When the request finishes, its snapshot goes to testing.
+    let o = publish::publish_request(
         &farm.publisher,
         &mut farm.db,
         &p,
@@ -346,11 +347,16 @@ fn snapshots_of_requests() {
         T,
     )
     .unwrap();
+    let s2 = o.snapshot;
+    assert_eq!((o.channel.as_str(), o.previous), (TESTING, None));
     assert_eq!(
         snapshot_paths(&farm.db, s2),
         vec![GREETER.to_string(), HELLO.to_string(), LIBHELLO.to_string()]
     );
-    publish_snapshot_to(&farm.publisher, &mut farm.db, s2, TESTING, T).unwrap();
+    assert_eq!(
+        verify_tree(&farm.tree(TESTING)).unwrap().1,
+        snapshot_paths(&farm.db, s2)
+    );
 
     // Manual rebuild of hello: testing's snapshot with hello replaced.
     let r3 = request(&mut farm, RequestKind::Manual);

@@ -179,3 +179,17 @@ pub fn sync_channel(
         })?;
     publish_tree(publisher, db, profile, channel, current.snapshot_id, now)
 }
+
+/// What the coordinator calls when a request of `profile` finishes: the request's snapshot
+/// ([`super::snapshot_for_request`]), published to [`TESTING`].
+pub fn publish_request(
+    publisher: &Publisher,
+    db: &mut Db,
+    profile: &crate::profile::Profile,
+    request_id: i64,
+    options: &super::RequestSnapshotOptions,
+    now: i64,
+) -> Result<PublishOutcome, PublishError> {
+    let snapshot = super::snapshot_for_request(publisher, db, profile, request_id, options, now)?;
+    publish_snapshot_to(publisher, db, snapshot, TESTING, now)
+}

@@ -29,7 +29,8 @@ pub mod snapshot;
 use std::path::{Path, PathBuf};
 
 pub use channel::{
-    promote, publish_snapshot_to, rollback, sync_channel, PublishOutcome, STABLE, TESTING,
+    promote, publish_request, publish_snapshot_to, rollback, sync_channel, PublishOutcome, STABLE,
+    TESTING,
 };
 pub use client::{client_config, ClientConfigOptions};
 pub use diff::{diff_snapshots, Change, ChangeKind, SnapshotDiff};
