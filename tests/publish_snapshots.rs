@@ -660,3 +660,104 @@ fn gc_keeps_what_retention_needs_and_removes_the_rest() {
     let err = rollback(&farm.publisher, &mut farm.db, PROFILE, TESTING, now).unwrap_err();
     assert!(err.to_string().contains("GC has removed"), "{err}");
 }
+
+/// Runs `binfarm ARGS... <farm flags>` and returns stdout.
+fn cli(farm: &Farm, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(publish_support::binfarm_bin());
+    cmd.args(args).args(farm.cli_args()).env("RUST_LOG", "warn");
+    common::run_ok(&mut cmd, &format!("binfarm {args:?}"))
+}
+
+#[test]
+fn cli_commands() {
+    let dir = common::tempdir();
+    let pkgs = signed_packages(&dir.path().join("pkgs"));
+    let farm = Farm::new(dir.path());
+    let hello2 = rebuilt(&pkgs[HELLO], dir.path(), 2);
+    let lib = pkgs[LIBHELLO].to_string_lossy().into_owned();
+    let hello = pkgs[HELLO].to_string_lossy().into_owned();
+    let out = cli(
+        &farm,
+        &["snapshots", "import", "--profile", PROFILE, &lib, &hello],
+    );
+    assert!(out.contains("snapshot 1: 2 packages"), "{out}");
+    assert!(
+        out.contains("x86-64-v3/testing now points at snapshot 1"),
+        "{out}"
+    );
+    let out = cli(&farm, &["promote", "--profile", PROFILE, "--to", STABLE]);
+    assert!(
+        out.contains("stable now points at snapshot 1 (was nothing)"),
+        "{out}"
+    );
+    let greeter = pkgs[GREETER].to_string_lossy().into_owned();
+    let h2 = hello2.to_string_lossy().into_owned();
+    cli(
+        &farm,
+        &[
+            "snapshots",
+            "import",
+            "--profile",
+            PROFILE,
+            "--note",
+            "second",
+            &lib,
+            &h2,
+            &greeter,
+        ],
+    );
+    let out = cli(&farm, &["promote", "--profile", PROFILE, "--snapshot", "2"]);
+    assert!(
+        out.contains("stable now points at snapshot 2 (was snapshot 1)"),
+        "{out}"
+    );
+
+    let out = cli(&farm, &["snapshots", "list", "--profile", PROFILE]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[2].contains("import") && lines[2].contains("stable,testing  second"),
+        "{out}"
+    );
+    let out = cli(&farm, &["snapshots", "diff", "1", "2"]);
+    assert!(out.contains("added      app-misc/greeter:0"), "{out}");
+    assert!(out.contains("rebuilt    app-misc/hello:0"), "{out}");
+    assert!(
+        out.contains("1.0 (build 1) -> hello-1.0 (build 2)"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&cli(&farm, &["snapshots", "diff", "1", "2", "--json"])).unwrap();
+    assert_eq!(json["unchanged"], 1);
+
+    let out = cli(
+        &farm,
+        &["rollback", "--profile", PROFILE, "--channel", STABLE],
+    );
+    assert!(
+        out.contains("stable now points at snapshot 1 (was snapshot 2)"),
+        "{out}"
+    );
+    let (problems, paths) = verify_tree(&farm.tree(STABLE)).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(paths, vec![HELLO.to_string(), LIBHELLO.to_string()]);
+
+    let out = cli(&farm, &["gc", "--dry-run"]);
+    assert!(out.contains("dry run: 0 snapshots"), "{out}");
+    assert!(
+        out.contains("unreferenced, within the grace period"),
+        "{out}"
+    );
+
+    // Errors are reported with what is wrong, and a failure exit status.
+    let mut cmd = std::process::Command::new(publish_support::binfarm_bin());
+    cmd.args(["rollback", "--profile", PROFILE, "--channel", "nosuch"])
+        .args(farm.cli_args());
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no channel \"nosuch\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
