@@ -656,6 +656,17 @@ fn gc_keeps_what_retention_needs_and_removes_the_rest() {
         assert!(problems.is_empty(), "{channel}: {problems:?}");
         assert!(!paths.is_empty());
     }
+    // A staging directory of a killed snapshot creation goes once it is old.
+    let dead = farm.state_dir.join("publish-staging/snapshot-killed");
+    std::fs::create_dir_all(dead.join("app-misc/hello")).unwrap();
+    let later = run_gc(&farm.publisher, &mut farm.db, false, now, &[]).unwrap();
+    assert!(dead.exists(), "{later:?}");
+    let much_later = run_gc(&farm.publisher, &mut farm.db, false, now + 7 * 3600, &[]).unwrap();
+    assert!(
+        much_later.removed_temp_files.contains(&dead),
+        "{much_later:?}"
+    );
+    assert!(!dead.exists());
     // What retention removed cannot be rolled back to.
     let err = rollback(&farm.publisher, &mut farm.db, PROFILE, TESTING, now).unwrap_err();
     assert!(err.to_string().contains("GC has removed"), "{err}");

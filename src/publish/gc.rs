@@ -159,6 +159,9 @@ pub fn retained_snapshots(
     Ok(keep)
 }
 
+/// A staging directory this old belongs to no running snapshot creation.
+const STAGING_MAX_AGE_SECS: i64 = 6 * 3600;
+
 /// Kinds of blob GC may remove (logs and anything else belong to the build records).
 const COLLECTED_KINDS: [&str; 2] = ["binpkg", "index"];
 
@@ -210,6 +213,25 @@ pub fn run_gc(
         db.delete_blob_rows(&digests)?;
         for d in &digests {
             publisher.store.blobs().remove(d)?;
+        }
+    }
+
+    // Staging directories of snapshot or resign runs that were killed.
+    let staging = publisher.staging_dir();
+    if let Ok(dirs) = fs::read_dir(&staging) {
+        for d in dirs.flatten() {
+            let age_ok = d
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .is_some_and(|m| (m.as_secs() as i64) <= now - STAGING_MAX_AGE_SECS);
+            if age_ok {
+                report.removed_temp_files.push(d.path());
+                if !dry_run {
+                    fs::remove_dir_all(d.path()).map_err(PublishError::io(&d.path()))?;
+                }
+            }
         }
     }
 
