@@ -3,15 +3,20 @@
 # Idempotent: a second run only checks and returns in about a second.
 #
 #   - Debian packages: pax-utils (scanelf, soname metadata in binpkgs), gnupg,
-#     distcc (distccd for the distcc build test), zstd, curl
+#     distcc (distccd for the distcc build test), zstd, curl, vsftpd (the FTP mirror tests
+#     start their own instance on 127.0.0.1; the package's system service is not used)
 #   - real Portage from PyPI in a project-local venv (.venv), pinned
+#   - ansible-core from PyPI in the same venv, pinned (tests check the rollout playbooks
+#     with the real ansible-playbook)
 #   - .venv/compat-bin/gtar -> tar (Portage's unpack calls gtar; Debian lacks it)
 set -Eeuo pipefail
 
 ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${BINFARM_VENV:-$ROOT_DIR/.venv}
 PORTAGE_VERSION=3.0.83
-DEBIAN_PACKAGES=(pax-utils gnupg distcc zstd curl ca-certificates)
+# The newest ansible-core line that still runs on Debian 12's Python 3.11.
+ANSIBLE_CORE_VERSION=2.19.14
+DEBIAN_PACKAGES=(pax-utils gnupg distcc zstd curl ca-certificates vsftpd)
 
 log() { printf 'setup: %s\n' "$*"; }
 
@@ -32,7 +37,12 @@ if ! "$VENV/bin/python" -c "import portage, sys; sys.exit(portage.VERSION != '$P
 	"$VENV/bin/pip" install -q --disable-pip-version-check "portage==$PORTAGE_VERSION"
 fi
 
+if ! "$VENV/bin/python" -c "import sys, ansible.release as r; sys.exit(r.__version__ != '$ANSIBLE_CORE_VERSION')" 2>/dev/null; then
+	log "installing ansible-core $ANSIBLE_CORE_VERSION in $VENV"
+	"$VENV/bin/pip" install -q --disable-pip-version-check "ansible-core==$ANSIBLE_CORE_VERSION"
+fi
+
 mkdir -p "$VENV/compat-bin"
 ln -sfn "$(command -v tar)" "$VENV/compat-bin/gtar"
 
-log "ok: portage $PORTAGE_VERSION in $VENV, $(scanelf --version 2>/dev/null | head -1 || echo 'scanelf missing')"
+log "ok: portage $PORTAGE_VERSION and ansible-core $ANSIBLE_CORE_VERSION in $VENV, $(scanelf --version 2>/dev/null | head -1 || echo 'scanelf missing')"

@@ -6,6 +6,7 @@
 pub mod atom;
 pub mod binpkg;
 pub mod cli;
+pub mod coordinator;
 pub mod index;
 pub mod mirror;
 pub mod plan;

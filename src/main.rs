@@ -71,9 +71,83 @@ enum Command {
     Build(binfarm::worker::cli::BuildArgs),
     /// Print the merge list with dependency edges and per-package USE, as JSON.
     Plan(binfarm::worker::cli::PlanArgs),
+    /// Make a directory on an FTP server mirror a local mirror tree (blobs first, index
+    /// last, by temporary name + rename; resumable). Prints the report as JSON.
+    FtpPublish {
+        /// ftp://[user[:password]@]host[:port]/base/dir (path relative to the login directory).
+        #[arg(long)]
+        url: String,
+        /// Environment variable holding the password (instead of putting it in the URL).
+        #[arg(long)]
+        password_env: Option<String>,
+        /// The local mirror tree (`Packages`, `Packages.gz`, `<cat>/<pn>/*.gpkg.tar`).
+        #[arg(long)]
+        tree: PathBuf,
+        /// Directory below the URL's path, e.g. `<profile>/<channel>`.
+        #[arg(long)]
+        remote_dir: String,
+        /// Parallel FTP connections.
+        #[arg(long)]
+        sessions: Option<usize>,
+        /// Retries per operation (exponential backoff).
+        #[arg(long)]
+        retries: Option<u32>,
+    },
+    /// Run the coordinator: API, worker protocol, scheduling, signing, mirror.
+    Serve {
+        /// farm.toml (default: the embedded defaults, relative to the current directory).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a worker: lease steps from the coordinator and build them with real emerge.
+    Worker(WorkerArgs),
+    /// Worker tokens (created in the coordinator's state directory).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Start nightly requests (all configured profiles, or the given ones).
+    Nightly {
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Rebuild one atom for a profile now (a new BUILD_ID, even if nothing changed).
+    Rebuild {
+        atom: String,
+        #[arg(long)]
+        profile: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Cancel a request.
+    Cancel {
+        request: i64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Requests and workers; with --request, one request's steps.
+    Status {
+        #[arg(long)]
+        request: Option<i64>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print a step's build log (--follow: until the step ends).
+    Logs {
+        step: i64,
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Benchmarks against the real baselines.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Plan upgrades of production farms: one member per farm at a time.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Point a channel (default stable) at a snapshot (default: what testing points at).
     Promote(publish_cli::PromoteArgs),
     /// Move a channel back to the snapshot it pointed at before its last move.
@@ -102,6 +176,42 @@ enum SnapshotsCommand {
 }
 
 #[derive(Subcommand)]
+enum RolloutCommand {
+    /// Diff two snapshots (or channels) per profile and print the upgrade waves.
+    Plan {
+        /// The inventory (TOML): sites, farms, members, package groups.
+        #[arg(long)]
+        inventory: PathBuf,
+        /// A profile to plan (repeatable); default: every profile the inventory uses.
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        /// The snapshot or channel the hosts run now: NAME for every profile, or PROFILE=NAME
+        /// (repeatable).
+        #[arg(long, required = true)]
+        from: Vec<String>,
+        /// The snapshot or channel to upgrade to: NAME or PROFILE=NAME (repeatable).
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        /// The published mirror tree: <DIR>/<profile>/<channel>/Packages and
+        /// <DIR>/<profile>/snapshots/<ID>/Packages.
+        #[arg(long, env = "BINFARM_MIRROR_ROOT")]
+        mirror_root: PathBuf,
+        /// The hw-profiles directory (known profile names).
+        #[arg(long, default_value = "profiles")]
+        profiles_dir: PathBuf,
+        /// Hosts upgraded at once; overrides the inventory's rollout.max_parallel.
+        #[arg(long)]
+        max_parallel: Option<usize>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also write an Ansible inventory.yml and playbook.yml into this directory.
+        #[arg(long)]
+        ansible: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ProfileCommand {
     /// Validate every profile (*.toml, recursively) in a directory; one line per problem.
     Check {
@@ -110,6 +220,81 @@ enum ProfileCommand {
     },
     /// Render a profile into a complete Portage config root in DIR.
     Render(binfarm::worker::cli::RenderArgs),
+}
+
+/// How admin commands reach the coordinator.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// farm.toml: gives the coordinator URL and the admin token file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Coordinator URL (default: the config's public_url).
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// File holding the admin token (default: the config's admin_token_file).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a worker and print its token (shown once; only a hash is stored).
+    Create {
+        #[arg(long)]
+        worker: String,
+        /// Replace the token of an existing worker instead.
+        #[arg(long)]
+        rotate: bool,
+        /// Write the token to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// Coordinator URL, e.g. http://farm.example.com:8620
+    #[arg(long)]
+    coordinator: String,
+    /// File holding this worker's token (`binfarm token create --worker NAME`).
+    #[arg(long)]
+    token_file: PathBuf,
+    #[arg(long, default_value = "profiles")]
+    profiles_dir: PathBuf,
+    /// Profiles to build (default: every profile in --profiles-dir).
+    #[arg(long = "profile")]
+    profiles: Vec<String>,
+    /// Build roots, logs and PKGDIRs live here.
+    #[arg(long, default_value = ".binfarm/worker")]
+    work_dir: PathBuf,
+    /// The venv with Portage.
+    #[arg(long, env = "BINFARM_VENV", default_value = ".venv")]
+    venv: PathBuf,
+    /// Replace a repository's location: NAME=PATH.
+    #[arg(long = "repo", value_name = "NAME=PATH")]
+    repos: Vec<String>,
+    #[arg(long)]
+    distdir: Option<PathBuf>,
+    /// Run emerge inside each build root as a chroot (a Gentoo stage3).
+    #[arg(long)]
+    chroot: bool,
+    /// Labels the worker offers (profiles may require some).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Total timeout of one build, seconds.
+    #[arg(long, default_value_t = 6 * 3600)]
+    timeout: u64,
+    /// Kill a build after this many seconds without output.
+    #[arg(long, default_value_t = 3600)]
+    max_silent: u64,
+    /// Exit after this many jobs (default: run until stopped).
+    #[arg(long)]
+    max_jobs: Option<u64>,
+    /// Extra environment for emerge: KEY=VALUE (repeatable).
+    #[arg(long = "build-env", value_name = "KEY=VALUE")]
+    build_env: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -221,7 +406,83 @@ fn main() -> ExitCode {
         Command::Resign(args) => print_text(publish_cli::resign(&args)),
         Command::Gc(args) => print_text(publish_cli::gc(&args)),
         Command::ClientConfig(args) => print_text(publish_cli::client_config(&args)),
+        Command::FtpPublish {
+            url,
+            password_env,
+            tree,
+            remote_dir,
+            sessions,
+            retries,
+        } => binfarm::cli::ftp_publish(
+            binfarm::publish::ftp::FtpTargetConfig {
+                url: Some(url),
+                password_env,
+                sessions,
+                retries,
+                ..Default::default()
+            },
+            &tree,
+            &remote_dir,
+        ),
+        Command::Serve { config } => binfarm::cli::farm::serve(config.as_deref()),
+        Command::Worker(args) => worker_config(args).and_then(binfarm::cli::farm::worker),
+        Command::Token(TokenCommand::Create {
+            worker,
+            rotate,
+            output,
+            config,
+        }) => {
+            binfarm::cli::farm::token_create(config.as_deref(), &worker, rotate, output.as_deref())
+        }
+        Command::Nightly { profiles, admin } => admin_client(&admin).and_then(|client| {
+            let all = binfarm::cli::farm::configured_profiles(admin.config.as_deref())?;
+            binfarm::cli::farm::nightly(&client, &profiles, &all)
+        }),
+        Command::Rebuild {
+            atom,
+            profile,
+            admin,
+        } => admin_client(&admin).and_then(|c| binfarm::cli::farm::rebuild(&c, &atom, &profile)),
+        Command::Cancel { request, admin } => {
+            admin_client(&admin).and_then(|c| binfarm::cli::farm::cancel(&c, request))
+        }
+        Command::Status {
+            request,
+            json,
+            admin,
+        } => admin_client(&admin).and_then(|c| binfarm::cli::farm::status(&c, request, json)),
+        Command::Logs {
+            step,
+            follow,
+            admin,
+        } => admin_client(&admin).and_then(|c| binfarm::cli::farm::logs(&c, step, follow)),
         Command::Bench(BenchCommand::Index { packages }) => binfarm::cli::bench_index(packages),
+        Command::Rollout(RolloutCommand::Plan {
+            inventory,
+            profiles,
+            from,
+            to,
+            mirror_root,
+            profiles_dir,
+            max_parallel,
+            json,
+            ansible,
+        }) => binfarm::rollout::plan_command(&binfarm::rollout::PlanRequest {
+            inventory,
+            profiles,
+            from,
+            to,
+            profiles_dir,
+            mirror_root,
+            max_parallel,
+            json,
+            ansible_dir: ansible,
+        })
+        .map(|text| {
+            print!("{text}");
+            ExitCode::SUCCESS
+        })
+        .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => code,
@@ -237,4 +498,57 @@ fn print_text(result: Result<String, binfarm::publish::PublishError>) -> anyhow:
     let text = result?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn admin_client(args: &AdminArgs) -> anyhow::Result<binfarm::cli::farm::AdminClient> {
+    binfarm::cli::farm::AdminClient::new(
+        args.config.as_deref(),
+        args.coordinator.as_deref(),
+        args.token_file.as_deref(),
+    )
+}
+
+fn worker_config(args: WorkerArgs) -> anyhow::Result<binfarm::worker::agent::AgentConfig> {
+    let absolute = |p: &std::path::Path| std::path::absolute(p);
+    let mut repo_locations = std::collections::BTreeMap::new();
+    for spec in &args.repos {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--repo {spec:?}: expected NAME=PATH"))?;
+        repo_locations.insert(name.to_owned(), absolute(std::path::Path::new(path))?);
+    }
+    Ok(binfarm::worker::agent::AgentConfig {
+        coordinator: args.coordinator,
+        token_file: args.token_file,
+        profiles_dir: args.profiles_dir,
+        profiles: args.profiles,
+        work_dir: absolute(&args.work_dir)?,
+        root_options: binfarm::worker::BuildRootOptions {
+            mode: if args.chroot {
+                binfarm::worker::RunMode::Chroot
+            } else {
+                binfarm::worker::RunMode::Host
+            },
+            venv: absolute(&args.venv)?,
+            repo_locations,
+            distdir: args.distdir.as_deref().map(absolute).transpose()?,
+            ..Default::default()
+        },
+        labels: args.labels,
+        limits: binfarm::worker::Limits {
+            total_timeout: Some(std::time::Duration::from_secs(args.timeout)),
+            max_silent: Some(std::time::Duration::from_secs(args.max_silent)),
+            ..Default::default()
+        },
+        max_jobs: args.max_jobs,
+        build_env: args
+            .build_env
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow::anyhow!("--build-env {kv:?}: expected KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    })
 }

@@ -238,3 +238,70 @@ fn cycles_and_unknown_dependencies_are_reported() {
     let err = DepGraph::from_packages(&pkgs).expect_err("duplicate");
     assert!(matches!(err, PlanError::DuplicatePackage { .. }), "{err:?}");
 }
+
+/// The project's fixture repository (tests/fixtures/repo): every ebuild fingerprints, and
+/// greeter's fingerprint follows libhello's.
+#[test]
+fn fixture_repository_fingerprints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo");
+    let mut repos = Repos::new();
+    assert_eq!(repos.add_path(&root).expect("fixture repo"), "farm-test");
+    let mut packages: Vec<PlannedPackage> = walkdir::WalkDir::new(&root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "ebuild"))
+        .map(|e| {
+            let path = e
+                .path()
+                .strip_prefix(&root)
+                .expect("inside repo")
+                .to_path_buf();
+            let category = path.components().next().expect("category");
+            let pf = path
+                .file_stem()
+                .expect("stem")
+                .to_string_lossy()
+                .into_owned();
+            PlannedPackage {
+                cpv: format!("{}/{pf}", category.as_os_str().to_string_lossy()),
+                slot: "0".into(),
+                use_flags: vec![],
+                repo: "farm-test".into(),
+                ebuild_path: Some(path),
+                deps: vec![],
+            }
+        })
+        .collect();
+    packages.sort_by(|a, b| a.cpv.cmp(&b.cpv));
+    assert!(packages.len() >= 3, "fixture ebuilds found: {packages:?}");
+    let libhello = packages
+        .iter()
+        .position(|p| p.cpv == "dev-libs/libhello-1.0")
+        .expect("libhello in fixture");
+    let greeter = packages
+        .iter()
+        .position(|p| p.cpv == "app-misc/greeter-1.0")
+        .expect("greeter in fixture");
+    packages[greeter].deps = vec!["dev-libs/libhello-1.0".into()];
+    let graph = DepGraph::from_packages(&packages).expect("graph");
+    let first = Fingerprinter::new(SETTINGS, &repos)
+        .fingerprints(&packages, &graph)
+        .expect("fingerprints");
+    let again = Fingerprinter::new(SETTINGS, &repos)
+        .fingerprints(&packages, &graph)
+        .expect("fingerprints");
+    assert_eq!(first, again);
+    let distinct: std::collections::HashSet<&String> = first.iter().collect();
+    assert_eq!(distinct.len(), packages.len());
+
+    packages[libhello].use_flags = vec!["static".into()];
+    let changed = Fingerprinter::new(SETTINGS, &repos)
+        .fingerprints(&packages, &graph)
+        .expect("fingerprints");
+    assert_ne!(changed[libhello], first[libhello]);
+    assert_ne!(changed[greeter], first[greeter]);
+    let unaffected = (0..packages.len())
+        .filter(|&i| i != libhello && i != greeter)
+        .all(|i| changed[i] == first[i]);
+    assert!(unaffected, "only libhello and its dependent change");
+}

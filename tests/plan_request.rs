@@ -372,3 +372,47 @@ fn merge_list_json_shapes_and_errors() {
         .to_string()
         .starts_with("planner output is not a valid merge list"));
 }
+
+#[test]
+fn planner_helper_output_becomes_packages_with_build_time_edges() {
+    // The shape scripts/plan.py prints (merge order; edges "from needs to").
+    let json = r#"{
+      "targets": ["@world"], "options": ["--pretend", "--buildpkg"],
+      "merge_list": [
+        {"cpv": "dev-libs/libhello-1.0", "slot": "0", "subslot": "1", "repo": "farm-test",
+         "type": "ebuild", "use": [], "iuse": ["static"], "build_id": null},
+        {"cpv": "app-misc/greeter-1.0", "slot": "0", "subslot": "0", "repo": "farm-test",
+         "type": "ebuild", "use": ["color"], "iuse": ["color"], "build_id": null},
+        {"cpv": "app-misc/banner-1.0", "slot": "0", "subslot": "0", "repo": "farm-test",
+         "type": "ebuild", "use": [], "iuse": [], "build_id": null}
+      ],
+      "edges": [
+        {"from": "app-misc/greeter-1.0", "to": "dev-libs/libhello-1.0",
+         "kinds": ["buildtime_slot_op"]},
+        {"from": "app-misc/banner-1.0", "to": "app-misc/greeter-1.0", "kinds": ["runtime"]},
+        {"from": "app-misc/banner-1.0", "to": "dev-libs/libhello-1.0", "kinds": ["buildtime"]},
+        {"from": "dev-libs/libhello-1.0", "to": "app-misc/banner-1.0", "kinds": ["buildtime"]}
+      ]
+    }"#;
+    let packages = parse_merge_list(json).expect("planner output parses");
+    assert_eq!(packages.len(), 3);
+    assert_eq!(packages[0].slot, "0/1");
+    assert_eq!(packages[1].slot, "0");
+    assert_eq!(packages[1].use_flags, vec!["color"]);
+    assert!(
+        packages[0].deps.is_empty(),
+        "an edge to a later package (one Portage broke) is dropped"
+    );
+    assert_eq!(packages[1].deps, vec!["dev-libs/libhello-1.0"]);
+    assert_eq!(
+        packages[2].deps,
+        vec!["dev-libs/libhello-1.0"],
+        "runtime edges do not order builds"
+    );
+    DepGraph::from_packages(&packages).expect("acyclic");
+
+    let bad = r#"{"merge_list": [{"cpv": "a/b-1", "slot": "0", "repo": "r"}],
+                  "edges": [{"from": "a/b-1", "to": "c/d-1", "kinds": ["buildtime"]}]}"#;
+    let err = parse_merge_list(bad).expect_err("edge to a package not in the list");
+    assert!(err.to_string().contains("c/d-1"), "{err}");
+}

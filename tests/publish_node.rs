@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use binfarm::binpkg::gpkg::restamp::restamp;
+use binfarm::binpkg::restamp_and_sign;
 use binfarm::publish::{promote, publish_snapshot_to, rollback, STABLE, TESTING};
 use binfarm::sign::SigningKey;
 use binfarm::worker::BuildRoot;
@@ -183,7 +183,7 @@ fn node_installs_exactly_what_the_channel_points_at() {
     // A package signed by a key the node does not trust is refused.
     let rogue = SigningKey::from_armored_file(&common::rogue_key().secret_key_file, None).unwrap();
     let rogue_hello = dir.path().join("rogue-hello.gpkg.tar");
-    restamp(&pkgs[HELLO], &rogue_hello, 3, &rogue).unwrap();
+    restamp_and_sign(&pkgs[HELLO], &rogue_hello, 3, &rogue).unwrap();
     let r = farm.snapshot(&[&pkgs[LIBHELLO], &rogue_hello], t);
     promote(&farm.publisher, &mut farm.db, PROFILE, Some(r), STABLE, t).unwrap();
     let (ok, out) = emerge(&node, &["--getbinpkgonly", "--oneshot", "app-misc/hello"]);

@@ -181,6 +181,23 @@ pub fn verify(path: &Path, keyring: &Keyring) -> Result<Binpkg, BinpkgError> {
     }
 }
 
+/// Writes `dest`: `path` re-signed with `key` under a new BUILD_ID, without recompressing
+/// the image (see [`gpkg::sign::restamp_and_sign`]).
+pub fn restamp_and_sign(
+    path: &Path,
+    dest: &Path,
+    build_id: u64,
+    key: &SigningKey,
+) -> Result<(), BinpkgError> {
+    match detect_format(path)? {
+        Format::Gpkg => gpkg::sign::restamp_and_sign(path, dest, build_id, key),
+        Format::Xpak => Err(BinpkgError::Invalid {
+            path: path.to_owned(),
+            message: "xpak packages cannot be signed; build gpkg (BINPKG_FORMAT=gpkg)".into(),
+        }),
+    }
+}
+
 /// Signs an unsigned gpkg in place (atomically: temp file + rename) without recompressing.
 pub fn sign_in_place(path: &Path, key: &SigningKey) -> Result<(), BinpkgError> {
     match detect_format(path)? {

@@ -8,6 +8,8 @@ use anyhow::Result;
 
 use crate::binpkg::{self, SignatureStatus};
 use crate::index;
+
+pub mod farm;
 use crate::sign::{Keyring, SigningKey};
 
 /// Logs go to stderr; `RUST_LOG` selects the level (default: info).
@@ -150,4 +152,16 @@ pub fn mirror(
 pub fn bench_index(packages: usize) -> Result<ExitCode> {
     let _ = packages;
     anyhow::bail!("binfarm bench index: not implemented yet")
+}
+
+pub fn ftp_publish(
+    config: crate::publish::ftp::FtpTargetConfig,
+    tree: &Path,
+    remote_dir: &str,
+) -> Result<ExitCode> {
+    let target = crate::publish::ftp::FtpTarget::try_from(config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(target.publish_tree(tree, remote_dir))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
 }

@@ -20,7 +20,12 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: [{section}] {key}: {message}")]
-    Invalid { path: PathBuf, section: &'static str, key: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        section: &'static str,
+        key: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,7 +121,9 @@ impl Default for FarmConfig {
         Self {
             server: ServerConfig::default(),
             state: StateConfig::default(),
-            profiles: ProfilesConfig { dir: "profiles".into() },
+            profiles: ProfilesConfig {
+                dir: "profiles".into(),
+            },
             signing: SigningConfig::default(),
             queue: QueueConfig::default(),
             nightly: Vec::new(),
@@ -141,13 +148,18 @@ impl Default for ServerConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        Self { dir: "binfarm-state".into(), admin_token_file: None }
+        Self {
+            dir: "binfarm-state".into(),
+            admin_token_file: None,
+        }
     }
 }
 
 impl Default for ProfilesConfig {
     fn default() -> Self {
-        Self { dir: "profiles".into() }
+        Self {
+            dir: "profiles".into(),
+        }
     }
 }
 
@@ -177,13 +189,21 @@ impl Default for QueueConfig {
 
 impl Default for MirrorConfig {
     fn default() -> Self {
-        Self { root: "binfarm-state/mirror".into(), serve: true, ttl: 0 }
+        Self {
+            root: "binfarm-state/mirror".into(),
+            serve: true,
+            ttl: 0,
+        }
     }
 }
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { keep_snapshots: 10, keep_days: 14, grace_hours: 24 }
+        Self {
+            keep_snapshots: 10,
+            keep_days: 14,
+            grace_hours: 24,
+        }
     }
 }
 
@@ -193,18 +213,32 @@ impl FarmConfig {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (text, origin, base) = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 (text, path.to_owned(), base)
             }
-            None => (TEMPLATE.to_owned(), PathBuf::from("(embedded defaults)"), PathBuf::new()),
+            None => (
+                TEMPLATE.to_owned(),
+                PathBuf::from("(embedded defaults)"),
+                PathBuf::new(),
+            ),
         };
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-        let base = std::path::absolute(&base)
-            .map_err(|source| ConfigError::Read { path: base.clone(), source })?;
-        let mut config: FarmConfig = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: origin.clone(), message: e.to_string() })?;
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let base = std::path::absolute(&base).map_err(|source| ConfigError::Read {
+            path: base.clone(),
+            source,
+        })?;
+        let mut config: FarmConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: origin.clone(),
+            message: e.to_string(),
+        })?;
         config.resolve_paths(&base);
         config.validate(&origin)?;
         Ok(config)
@@ -241,9 +275,15 @@ impl FarmConfig {
             message,
         };
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
-            return Err(invalid("server", "tls_cert", "tls_cert and tls_key go together".into()));
+            return Err(invalid(
+                "server",
+                "tls_cert",
+                "tls_cert and tls_key go together".into(),
+            ));
         }
-        if self.queue.heartbeat_seconds == 0 || self.queue.lease_seconds <= self.queue.heartbeat_seconds {
+        if self.queue.heartbeat_seconds == 0
+            || self.queue.lease_seconds <= self.queue.heartbeat_seconds
+        {
             return Err(invalid(
                 "queue",
                 "lease_seconds",
@@ -254,22 +294,40 @@ impl FarmConfig {
             ));
         }
         if self.queue.max_attempts == 0 {
-            return Err(invalid("queue", "max_attempts", "must be at least 1".into()));
+            return Err(invalid(
+                "queue",
+                "max_attempts",
+                "must be at least 1".into(),
+            ));
         }
         for nightly in &self.nightly {
             parse_time_of_day(&nightly.at).ok_or_else(|| {
-                invalid("nightly", "at", format!("{:?} for profile {}: expected HH:MM", nightly.at, nightly.profile))
+                invalid(
+                    "nightly",
+                    "at",
+                    format!(
+                        "{:?} for profile {}: expected HH:MM",
+                        nightly.at, nightly.profile
+                    ),
+                )
             })?;
         }
         Ok(())
     }
 
     pub fn admin_token_file(&self) -> PathBuf {
-        self.state.admin_token_file.clone().unwrap_or_else(|| self.state.dir.join("admin.token"))
+        self.state
+            .admin_token_file
+            .clone()
+            .unwrap_or_else(|| self.state.dir.join("admin.token"))
     }
 
     pub fn public_url(&self) -> String {
-        let scheme = if self.server.tls_cert.is_some() { "https" } else { "http" };
+        let scheme = if self.server.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         self.server
             .public_url
             .clone()
@@ -301,9 +359,16 @@ mod tests {
     fn errors_name_file_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("farm.toml");
-        std::fs::write(&path, "[queue]\nlease_seconds = 5\nheartbeat_seconds = 10\n").unwrap();
+        std::fs::write(
+            &path,
+            "[queue]\nlease_seconds = 5\nheartbeat_seconds = 10\n",
+        )
+        .unwrap();
         let err = FarmConfig::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("farm.toml: [queue] lease_seconds: must be longer"), "{err}");
+        assert!(
+            err.contains("farm.toml: [queue] lease_seconds: must be longer"),
+            "{err}"
+        );
         std::fs::write(&path, "[queue]\nleese_seconds = 5\n").unwrap();
         let err = FarmConfig::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("unknown field `leese_seconds`"), "{err}");

@@ -109,16 +109,92 @@ pub enum PlanError {
     Store(#[from] StoreError),
 }
 
-/// Parse the planner's JSON: a list of packages, or an object with a `packages` list.
+/// Parse the planner's JSON. Three shapes are accepted:
+/// - a list of [`PlannedPackage`]s, or an object with a `packages` list of them;
+/// - the output of `scripts/plan.py`: `{"merge_list": [{"cpv", "slot", "subslot", "repo",
+///   "use", ...}], "edges": [{"from", "to", "kinds"}]}`, in merge order. Its edges become
+///   `deps` when they are build-time (`buildtime`, `buildtime_slot_op`) and point to a
+///   package earlier in the merge order (an edge Portage itself had to break is dropped, as
+///   Portage built without it).
 pub fn parse_merge_list(json: &str) -> Result<Vec<PlannedPackage>, PlanError> {
+    #[derive(Deserialize)]
+    struct PlannerEntry {
+        cpv: String,
+        #[serde(default = "default_slot")]
+        slot: String,
+        #[serde(default)]
+        subslot: Option<String>,
+        repo: String,
+        #[serde(default, rename = "use")]
+        use_flags: Vec<String>,
+        #[serde(default)]
+        ebuild_path: Option<PathBuf>,
+    }
+    #[derive(Deserialize)]
+    struct PlannerEdge {
+        from: String,
+        to: String,
+        #[serde(default)]
+        kinds: Vec<String>,
+    }
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum MergeList {
         List(Vec<PlannedPackage>),
-        Object { packages: Vec<PlannedPackage> },
+        Object {
+            packages: Vec<PlannedPackage>,
+        },
+        Planner {
+            merge_list: Vec<PlannerEntry>,
+            #[serde(default)]
+            edges: Vec<PlannerEdge>,
+        },
     }
     match serde_json::from_str(json).map_err(|source| PlanError::Json { source })? {
         MergeList::List(packages) | MergeList::Object { packages } => Ok(packages),
+        MergeList::Planner { merge_list, edges } => {
+            let position: HashMap<&str, usize> = merge_list
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| (entry.cpv.as_str(), i))
+                .collect();
+            let mut deps: Vec<Vec<String>> = vec![Vec::new(); merge_list.len()];
+            for edge in &edges {
+                let build_time = edge
+                    .kinds
+                    .iter()
+                    .any(|k| k == "buildtime" || k == "buildtime_slot_op");
+                let (Some(&from), Some(&to)) = (
+                    position.get(edge.from.as_str()),
+                    position.get(edge.to.as_str()),
+                ) else {
+                    return Err(PlanError::UnknownDependency {
+                        cpv: edge.from.clone(),
+                        dep: edge.to.clone(),
+                    });
+                };
+                if build_time && to < from && !deps[from].contains(&edge.to) {
+                    deps[from].push(edge.to.clone());
+                }
+            }
+            Ok(merge_list
+                .into_iter()
+                .zip(deps)
+                .map(|(entry, deps)| PlannedPackage {
+                    slot: match entry.subslot {
+                        Some(sub) if !sub.is_empty() && sub != entry.slot => {
+                            format!("{}/{sub}", entry.slot)
+                        }
+                        _ => entry.slot,
+                    },
+                    cpv: entry.cpv,
+                    use_flags: entry.use_flags,
+                    repo: entry.repo,
+                    ebuild_path: entry.ebuild_path,
+                    deps,
+                })
+                .collect())
+        }
     }
 }
 

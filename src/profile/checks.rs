@@ -379,12 +379,26 @@ pub(super) fn validate(
     })
 }
 
+/// `p` relative to the profile's directory, with `.` and `..` resolved lexically (the
+/// path may not exist on this host, e.g. a location inside a stage3).
 fn resolve(base_dir: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
+    use std::path::Component;
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base_dir.join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
     }
+    out
 }
 
 fn is_token(s: &str, allowed: impl Fn(char) -> bool) -> bool {
@@ -432,153 +446,21 @@ fn check_compiler_flags(c: &mut Checker<'_>, key: &str, flags: &str) {
 }
 
 fn is_use_flag(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "+_@-".contains(c))
+    crate::atom::validate_use_flag(s).is_ok()
 }
 
 fn is_repo_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    crate::atom::validate_repo_name(s).is_ok()
 }
 
-fn is_category(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
-}
-
-fn is_package_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "+_-".contains(c))
-        && !s.ends_with('-')
-        // PMS: a package name must not end in something that looks like a version
-        && !s.rsplit_once('-').is_some_and(|(_, tail)| is_version(tail))
-}
-
-/// PMS version syntax: 1.2.3b_alpha4_p5-r6 (no `*`).
-fn is_version(s: &str) -> bool {
-    let (main, revision) = match s.rsplit_once("-r") {
-        Some((m, r)) if !r.is_empty() && r.chars().all(|c| c.is_ascii_digit()) => (m, Some(r)),
-        _ => (s, None),
-    };
-    let _ = revision;
-    let mut parts = main.split('_');
-    let numeric = parts.next().unwrap_or_default();
-    let numeric = numeric
-        .strip_suffix(|c: char| c.is_ascii_lowercase())
-        .unwrap_or(numeric);
-    if numeric.is_empty()
-        || !numeric
-            .split('.')
-            .all(|n| is_token(n, |c| c.is_ascii_digit()))
-    {
-        return false;
-    }
-    parts.all(|suffix| {
-        ["alpha", "beta", "pre", "rc", "p"].iter().any(|name| {
-            suffix
-                .strip_prefix(name)
-                .is_some_and(|num| num.chars().all(|c| c.is_ascii_digit()))
-        })
-    })
-}
-
-/// A package dependency atom as a profile may name it (no blockers).
-// Minimal syntax check until crate::atom lands; then this delegates to it.
+/// A package dependency atom as a profile may name it (no blockers), per crate::atom.
 pub(super) fn check_atom(atom: &str) -> Result<(), String> {
-    if atom.starts_with('!') {
-        return Err("blockers are not allowed here".into());
+    match crate::atom::Atom::parse(atom) {
+        Ok(parsed) if parsed.blocker().is_some() => Err("blockers are not allowed here".into()),
+        Ok(_) => Ok(()),
+        Err(crate::atom::AtomError::Atom { problem, .. }) => Err(problem),
+        Err(other) => Err(other.to_string()),
     }
-    let mut rest = atom;
-    if let Some(open) = rest.find('[') {
-        if !rest.ends_with(']') || open + 2 > rest.len() - 1 {
-            return Err("malformed USE dependency [...]".into());
-        }
-        let use_deps = &rest[open + 1..rest.len() - 1];
-        if use_deps.split(',').any(|u| {
-            let u = u
-                .trim_start_matches(['-', '!'])
-                .trim_end_matches(['=', '?']);
-            let u = u
-                .strip_suffix("(+)")
-                .or_else(|| u.strip_suffix("(-)"))
-                .unwrap_or(u);
-            !is_use_flag(u)
-        }) {
-            return Err(format!("malformed USE dependency [{use_deps}]"));
-        }
-        rest = &rest[..open];
-    }
-    if let Some((head, repo)) = rest.split_once("::") {
-        if !is_repo_name(repo) {
-            return Err(format!("{repo:?} is not a repository name"));
-        }
-        rest = head;
-    }
-    if let Some((head, slot)) = rest.split_once(':') {
-        let slot_ok = match slot {
-            "*" | "=" => true,
-            _ => {
-                let s = slot.strip_suffix('=').unwrap_or(slot);
-                let (main, sub) = s
-                    .split_once('/')
-                    .map_or((s, None), |(m, sub)| (m, Some(sub)));
-                let slot_name = |x: &str| {
-                    let mut ch = x.chars();
-                    ch.next()
-                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                        && ch.all(|c| c.is_ascii_alphanumeric() || "+_.-".contains(c))
-                };
-                slot_name(main) && sub.is_none_or(slot_name)
-            }
-        };
-        if !slot_ok {
-            return Err(format!("malformed slot {slot:?}"));
-        }
-        rest = head;
-    }
-    let operator = ["<=", ">=", "=", "~", "<", ">"]
-        .into_iter()
-        .find(|op| rest.starts_with(op));
-    let body = operator.map_or(rest, |op| &rest[op.len()..]);
-    let Some((category, name_version)) = body.split_once('/') else {
-        return Err("not CATEGORY/PACKAGE".into());
-    };
-    if !is_category(category) {
-        return Err(format!("{category:?} is not a category name"));
-    }
-    match operator {
-        None => {
-            if !is_package_name(name_version) {
-                return Err(format!(
-                    "{name_version:?} is not a package name (a version needs an operator such as =)"
-                ));
-            }
-        }
-        Some(op) => {
-            let nv = if op == "=" {
-                name_version.strip_suffix('*').unwrap_or(name_version)
-            } else {
-                name_version
-            };
-            let split = nv
-                .char_indices()
-                .filter(|(_, c)| *c == '-')
-                .map(|(i, _)| i)
-                .find(|&i| is_package_name(&nv[..i]) && is_version(&nv[i + 1..]));
-            if split.is_none() {
-                return Err(format!("{op} needs PACKAGE-VERSION, got {name_version:?}"));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One entry of DISTCC_HOSTS (see distcc(1) "HOST SPECIFICATIONS").

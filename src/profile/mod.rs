@@ -5,6 +5,7 @@
 
 mod checks;
 pub mod render;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -241,11 +242,11 @@ impl Profile {
     }
 
     /// The repository that holds the Gentoo profile: Portage's main repository for this build.
-    pub fn main_repository(&self) -> &Repository {
+    /// Always present in a profile that passed validation.
+    pub fn main_repository(&self) -> Option<&Repository> {
         self.repositories
             .iter()
             .find(|r| r.name == self.gentoo_profile_repo)
-            .unwrap_or(&self.repositories[0])
     }
 
     /// All atoms of the package set: the explicit list, then the world file's lines.

@@ -172,11 +172,22 @@ pub fn render(
             json!({"name": r.name, "location": location, "revision": r.revision})
         })
         .collect();
-    let main_repo = &profile.main_repository().name;
+    let Some(main) = profile.main_repository() else {
+        return Err(ProfileError::Invalid(vec![super::Problem {
+            path: profile.source.clone(),
+            line: None,
+            key: "gentoo_profile".into(),
+            message: format!(
+                "repository {:?} is not one of the [[repository]] entries",
+                profile.gentoo_profile_repo
+            ),
+        }]));
+    };
+    let main_repo = &main.name;
     let main_location = settings
         .repo_locations
         .get(main_repo)
-        .unwrap_or(&profile.main_repository().location)
+        .unwrap_or(&main.location)
         .clone();
     let profile_dir = main_location
         .join("profiles")
@@ -254,21 +265,39 @@ fn render_one(
 }
 
 fn write_file(path: &Path, text: &str, files: &mut Vec<PathBuf>) -> Result<(), ProfileError> {
-    let werr = |source| ProfileError::Write {
+    write_atomic(path, text.as_bytes()).map_err(|source| ProfileError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(werr)?;
-    }
-    // Write then rename, so a concurrent emerge never reads a half-written config file.
-    let tmp = path.with_extension("binfarm-tmp");
-    std::fs::write(&tmp, text).map_err(werr)?;
-    std::fs::rename(&tmp, path).map_err(werr)?;
+    })?;
     files.push(path.to_path_buf());
     Ok(())
 }
 
+/// A temporary name next to `path`, unique per process and call, so concurrent renders of
+/// the same root (several test binaries, a worker re-rendering) never share a temp file.
+fn unique_temp_name(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".binfarm-tmp.{}.{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to `path` by temp file + rename, so a concurrent reader (emerge) never sees
+/// a half-written file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = unique_temp_name(path);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Points `link` at `target`, atomically (new link under a temp name, renamed over the old).
 pub(crate) fn replace_symlink(target: &Path, link: &Path) -> Result<(), ProfileError> {
     let werr = |source| ProfileError::Write {
         path: link.to_path_buf(),
@@ -277,12 +306,19 @@ pub(crate) fn replace_symlink(target: &Path, link: &Path) -> Result<(), ProfileE
     if let Some(parent) = link.parent() {
         std::fs::create_dir_all(parent).map_err(werr)?;
     }
-    match std::fs::symlink_metadata(link) {
-        Ok(m) if m.is_dir() && !m.file_type().is_symlink() => {
-            std::fs::remove_dir_all(link).map_err(werr)?
-        }
-        Ok(_) => std::fs::remove_file(link).map_err(werr)?,
-        Err(_) => {}
+    if std::fs::read_link(link).is_ok_and(|t| t == target) {
+        return Ok(());
     }
-    std::os::unix::fs::symlink(target, link).map_err(werr)
+    // rename() cannot replace a real directory with a link.
+    if let Ok(m) = std::fs::symlink_metadata(link) {
+        if m.is_dir() {
+            std::fs::remove_dir_all(link).map_err(werr)?;
+        }
+    }
+    let tmp = unique_temp_name(link);
+    std::os::unix::fs::symlink(target, &tmp).map_err(werr)?;
+    std::fs::rename(&tmp, link).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        werr(e)
+    })
 }

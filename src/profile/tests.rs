@@ -23,7 +23,10 @@ fn good_profile_loads_with_relative_location_resolved() {
     let p = Profile::parse(Path::new("/p/t.toml"), GOOD).unwrap();
     assert_eq!(p.repositories[0].location, PathBuf::from("/p/repo"));
     assert_eq!(p.cxxflags, p.cflags);
-    assert_eq!(p.main_repository().name, "farm-test");
+    assert_eq!(
+        p.main_repository().map(|r| r.name.as_str()),
+        Some("farm-test")
+    );
 }
 
 #[test]
@@ -123,4 +126,24 @@ fn distcc_hosts_checked() {
     ] {
         assert!(checks::check_distcc_host(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn world_file_atoms_are_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("world"),
+        "# production\napp-misc/hello\n\ndev-lang/php:8.2\n",
+    )
+    .unwrap();
+    let text =
+        format!("{GOOD}\n[packages]\natoms = [\"app-misc/greeter\"]\nworld_file = \"world\"\n");
+    let p = Profile::parse(&dir.path().join("t.toml"), &text).unwrap();
+    assert_eq!(
+        p.set_atoms().unwrap(),
+        vec!["app-misc/greeter", "app-misc/hello", "dev-lang/php:8.2"]
+    );
+    std::fs::write(dir.path().join("world"), "app-misc/hello-1\n").unwrap();
+    let err = p.set_atoms().unwrap_err().to_string();
+    assert!(err.contains("world:1: atom: \"app-misc/hello-1\""), "{err}");
 }

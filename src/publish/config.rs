@@ -1,58 +1,12 @@
-//! The farm.toml settings publishing reads: `[state] dir`, `[profiles] dir`, `[signing]
-//! key_file` / `passphrase_file`, `[mirror] root` / `ttl`, `[retention]`. Other sections
-//! are the coordinator's and are ignored here. Without a file, the defaults of
-//! templates/farm.toml apply, relative to the current directory; relative paths in a file
-//! are relative to the file's directory.
+//! The farm.toml settings publishing uses (`[state] dir`, `[profiles] dir`, `[signing]
+//! key_file` / `passphrase_file`, `[mirror] root` / `ttl`, `[retention]`), taken from the
+//! coordinator's [`FarmConfig`]: one file, one parser.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use crate::coordinator::config::FarmConfig;
 
 use super::{PublishError, Retention};
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct FileConfig {
-    state: StateSection,
-    profiles: ProfilesSection,
-    signing: SigningSection,
-    mirror: MirrorSection,
-    retention: RetentionSection,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct StateSection {
-    dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ProfilesSection {
-    dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct SigningSection {
-    key_file: Option<PathBuf>,
-    passphrase_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct MirrorSection {
-    root: Option<PathBuf>,
-    ttl: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RetentionSection {
-    keep_snapshots: Option<u32>,
-    keep_days: Option<u32>,
-    grace_hours: Option<u32>,
-}
 
 /// Publishing settings, paths absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,49 +22,29 @@ pub struct PublishConfig {
 }
 
 impl PublishConfig {
-    /// Reads `path` (farm.toml), or the defaults when None.
+    /// Reads farm.toml at `path`, or the embedded defaults when None.
     pub fn load(path: Option<&Path>) -> Result<PublishConfig, PublishError> {
-        let (file, base) = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(PublishError::io(path))?;
-                let file: FileConfig = toml::from_str(&text).map_err(|e| PublishError::Config {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-                let base = path
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."))
-                    .to_path_buf();
-                (file, base)
-            }
-            None => (FileConfig::default(), PathBuf::from(".")),
-        };
-        let base = std::path::absolute(&base).map_err(PublishError::io(&base))?;
-        let abs = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
-        let defaults = Retention::default();
-        Ok(PublishConfig {
-            state_dir: abs(file.state.dir.unwrap_or_else(|| "binfarm-state".into())),
-            profiles_dir: abs(file.profiles.dir.unwrap_or_else(|| "profiles".into())),
-            key_file: abs(file
-                .signing
-                .key_file
-                .unwrap_or_else(|| "binfarm-state/signing-key.asc".into())),
-            passphrase_file: file.signing.passphrase_file.map(abs),
-            mirror_root: abs(file
-                .mirror
-                .root
-                .unwrap_or_else(|| "binfarm-state/mirror".into())),
-            ttl: file.mirror.ttl.unwrap_or(0),
+        let farm = FarmConfig::load(path).map_err(|e| PublishError::Config {
+            path: path.map_or_else(|| PathBuf::from("(embedded defaults)"), Path::to_path_buf),
+            message: e.to_string(),
+        })?;
+        Ok(PublishConfig::from_farm(&farm))
+    }
+
+    pub fn from_farm(farm: &FarmConfig) -> PublishConfig {
+        PublishConfig {
+            state_dir: farm.state.dir.clone(),
+            profiles_dir: farm.profiles.dir.clone(),
+            key_file: farm.signing.key_file.clone(),
+            passphrase_file: farm.signing.passphrase_file.clone(),
+            mirror_root: farm.mirror.root.clone(),
+            ttl: farm.mirror.ttl,
             retention: Retention {
-                keep_snapshots: file
-                    .retention
-                    .keep_snapshots
-                    .unwrap_or(defaults.keep_snapshots),
-                keep_days: file.retention.keep_days.unwrap_or(defaults.keep_days),
-                grace_hours: file.retention.grace_hours.unwrap_or(defaults.grace_hours),
+                keep_snapshots: farm.retention.keep_snapshots,
+                keep_days: farm.retention.keep_days,
+                grace_hours: farm.retention.grace_hours,
             },
-        })
+        }
     }
 }
 
@@ -119,12 +53,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_publishing_keys_and_ignores_the_rest() {
+    fn reads_the_publishing_keys_of_farm_toml() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("farm.toml");
         std::fs::write(
             &path,
-            "[server]\nlisten = \"127.0.0.1:1\"\n[state]\ndir = \"st\"\n[mirror]\nroot = \"/srv/m\"\nttl = 60\n[retention]\nkeep_snapshots = 3\n",
+            "[state]\ndir = \"st\"\n[mirror]\nroot = \"/srv/m\"\nttl = 60\n[retention]\nkeep_snapshots = 3\n",
         )
         .unwrap();
         let c = PublishConfig::load(Some(&path)).unwrap();
@@ -133,6 +67,8 @@ mod tests {
         assert_eq!(c.ttl, 60);
         assert_eq!(c.retention.keep_snapshots, 3);
         assert_eq!(c.retention.keep_days, 14);
-        assert_eq!(c.key_file, dir.path().join("binfarm-state/signing-key.asc"));
+        std::fs::write(&path, "[mirror]\nrooot = \"x\"\n").unwrap();
+        let err = PublishConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("rooot"), "{err}");
     }
 }

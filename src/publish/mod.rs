@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod diff;
+pub mod ftp;
 pub mod gc;
 pub mod header;
 pub mod local;

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 
-use crate::binpkg::gpkg::restamp::restamp;
+use crate::binpkg::restamp_and_sign;
 use crate::profile::Profile;
 use crate::sign::SigningKey;
 use crate::store::{Db, SnapshotOrigin};
@@ -43,7 +43,7 @@ pub fn resign(
         let build_id = db.next_build_id(&profile.name, &entry.cpv)?;
         let src = publisher.store.blobs().path_of(&entry.blob)?;
         let out = staging.path().join(format!("{i}.gpkg.tar"));
-        restamp(&src, &out, build_id as u64, key)?;
+        restamp_and_sign(&src, &out, build_id as u64, key)?;
         let file = File::open(&out).map_err(PublishError::io(&out))?;
         let stored = publisher.store.blobs().put_stream(file, None, u64::MAX)?;
         db.record_blob(&stored.sha512, stored.size, "binpkg", now)?;

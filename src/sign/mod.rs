@@ -19,9 +19,11 @@ use std::path::PathBuf;
 
 mod armor;
 mod cert;
+mod generate;
 mod keyring;
 mod keys;
 
+pub use generate::generate_signing_key;
 pub use keyring::Keyring;
 pub use keys::SigningKey;
 

@@ -314,7 +314,6 @@ pub struct KnownBuild {
 
 /// One database connection with the queue policy.
 pub struct Db {
-    // Visible to the other store files (snapshots.rs) that add typed operations.
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
     policy: QueuePolicy,
@@ -385,6 +384,13 @@ fn to_json<T: serde::Serialize>(value: &T, what: &str) -> Result<String, StoreEr
 }
 
 /// sha256 of a worker token, as stored.
+/// A fresh random token: 32 bytes from the OS, hex.
+pub fn new_token() -> String {
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut raw);
+    hex::encode(raw)
+}
+
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -496,9 +502,7 @@ impl Db {
 
     /// Create a worker with a fresh random token. Only the token's sha256 is stored.
     pub fn create_worker(&mut self, name: &str, now: i64) -> Result<NewWorker, StoreError> {
-        let mut raw = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut raw);
-        let token = hex::encode(raw);
+        let token = new_token();
         let hash = token_hash(&token);
         let worker_id = self.write("create worker", |tx, _| {
             let exists: bool = tx
@@ -526,9 +530,7 @@ impl Db {
 
     /// Replace a worker's token (the old one stops working).
     pub fn rotate_worker_token(&mut self, name: &str) -> Result<NewWorker, StoreError> {
-        let mut raw = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut raw);
-        let token = hex::encode(raw);
+        let token = new_token();
         let hash = token_hash(&token);
         let worker_id = self.write("rotate worker token", |tx, _| {
             tx.query_row(
@@ -1061,7 +1063,7 @@ impl Db {
                 rows.collect::<Result<_, _>>().map_err(sql_err(tx, op))?
             };
             // One indexed walk per profile (in rank order, no sort), then the best of those.
-            let mut candidate: Option<(i64, i64, i64, u32, Option<i64>, String, String)> = None;
+            let mut candidate: Option<ReadyCandidate> = None;
             {
                 let mut first_ready = tx
                     .prepare_cached(
@@ -1077,22 +1079,20 @@ impl Db {
                 for profile in &profiles {
                     let found = first_ready
                         .query_row(params![profile, now], |row| {
-                            Ok((
-                                row.get(0)?,
-                                row.get(1)?,
-                                row.get(2)?,
-                                row.get(3)?,
-                                row.get(4)?,
-                                row.get(5)?,
-                                row.get(6)?,
-                            ))
+                            Ok(ReadyCandidate {
+                                order: (row.get(0)?, row.get(1)?, row.get(2)?),
+                                attempts: row.get(3)?,
+                                build_id: row.get(4)?,
+                                profile: row.get(5)?,
+                                cpv: row.get(6)?,
+                            })
                         })
                         .optional()
                         .map_err(sql_err(tx, op))?;
                     if let Some(found) = found {
                         let better = match &candidate {
+                            Some(best) => found.order < best.order,
                             None => true,
-                            Some(best) => (found.0, found.1, found.2) < (best.0, best.1, best.2),
                         };
                         if better {
                             candidate = Some(found);
@@ -1100,9 +1100,8 @@ impl Db {
                     }
                 }
             }
-            let candidate = candidate.map(|(_, _, id, attempts, build_id, profile, cpv)| {
-                (id, attempts, build_id, profile, cpv)
-            });
+            let candidate =
+                candidate.map(|c| (c.order.2, c.attempts, c.build_id, c.profile, c.cpv));
             let Some((step_id, attempts, build_id, profile, cpv)) = candidate else {
                 return Ok(None);
             };
@@ -1525,6 +1524,16 @@ impl Db {
         }
         Ok(durations)
     }
+}
+
+/// The first ready step of one profile, in scheduling order.
+struct ReadyCandidate {
+    /// (sched_rank, request_id, step id): smaller goes first.
+    order: (i64, i64, i64),
+    attempts: u32,
+    build_id: Option<i64>,
+    profile: String,
+    cpv: String,
 }
 
 /// Execute through the statement cache: the queue runs the same statements all the time.

@@ -11,6 +11,7 @@
 
 mod blobs;
 mod db;
+mod farm_binpkgs;
 pub mod migrate;
 mod snapshots;
 
@@ -22,10 +23,12 @@ use thiserror::Error;
 
 pub use blobs::{is_sha512_hex, BlobError, BlobRef, BlobStore};
 pub use db::{
-    token_hash, BuildResult, CancelSummary, Completion, Db, ExpiredLease, HeartbeatReply,
-    InitialState, KnownBuild, Lease, NewRequest, NewStep, NewWorker, RequestKind, RequestRow,
-    RequestState, StepOutcome, StepResultFile, StepRow, StepState, WorkerCapabilities, WorkerRow,
+    new_token, token_hash, BuildResult, CancelSummary, Completion, Db, ExpiredLease,
+    HeartbeatReply, InitialState, KnownBuild, Lease, NewRequest, NewStep, NewWorker, RequestKind,
+    RequestRow, RequestState, StepOutcome, StepResultFile, StepRow, StepState, WorkerCapabilities,
+    WorkerRow,
 };
+pub use farm_binpkgs::{binhost_path, StepAttempt, StoredBinpkg};
 pub use snapshots::{
     BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
     RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow,

@@ -90,6 +90,12 @@ pub struct PlanArgs {
     pub venv: PathBuf,
     #[arg(long)]
     pub distdir: Option<PathBuf>,
+    /// Consider existing binpkgs (--usepkg).
+    #[arg(long)]
+    pub usepkg: bool,
+    /// Plan the whole dependency closure (--emptytree).
+    #[arg(long)]
+    pub emptytree: bool,
     /// Atoms or sets (`@profile` is the profile's package set).
     #[arg(required = true)]
     pub targets: Vec<String>,
@@ -222,10 +228,30 @@ pub fn build(args: &BuildArgs) -> Result<ExitCode, WorkerError> {
     })
 }
 
-/// `binfarm plan --profile P TARGET...`
+/// `binfarm plan --profile P TARGET...`: prints the plan as JSON.
 pub fn plan(args: &PlanArgs) -> Result<ExitCode, WorkerError> {
-    let _ = args;
-    Err(WorkerError::Usage(
-        "binfarm plan is not implemented yet".into(),
-    ))
+    let profile = Profile::find(&args.profile.profile, &args.profile.profiles_dir)?;
+    let root_dir = match &args.root_dir {
+        Some(d) => d.clone(),
+        None => PathBuf::from(".binfarm/roots").join(&profile.name),
+    };
+    let options = BuildRootOptions {
+        venv: absolute(&args.venv)?,
+        repo_locations: parse_repo_overrides(&args.profile.repos)?,
+        distdir: args.distdir.as_deref().map(absolute).transpose()?,
+        ..Default::default()
+    };
+    let root = BuildRoot::prepare(&profile, &root_dir, &options)?;
+    let plan = super::plan(
+        &root,
+        &args.targets,
+        &super::PlanOptions {
+            usepkg: args.usepkg,
+            emptytree: args.emptytree,
+        },
+    )?;
+    let text =
+        serde_json::to_string_pretty(&plan).map_err(|e| WorkerError::Internal(e.to_string()))?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
 }

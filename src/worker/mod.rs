@@ -1,12 +1,15 @@
 //! The worker: build roots, the emerge runner, the planner helper, and (later) the agent loop.
 
+pub mod agent;
 pub mod buildroot;
 pub mod cli;
+pub mod plan;
 pub mod runner;
 
 use std::path::PathBuf;
 
 pub use buildroot::{BuildRoot, BuildRootOptions, RunMode};
+pub use plan::{plan, Plan, PlanEdge, PlanOptions, PlannedPackage};
 pub use runner::{
     run_build, BuildRequest, BuildResult, BuildStatus, BuiltPackage, Failure, Limits, MergedPackage,
 };
@@ -31,6 +34,8 @@ pub enum WorkerError {
     NoPortage { venv: PathBuf },
     #[error("nothing to build: no atoms given")]
     NoAtoms,
+    #[error("planning for profile {profile} failed:\n{message}")]
+    Plan { profile: String, message: String },
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]

@@ -462,20 +462,17 @@ pub fn parse_failure(line: &str) -> Option<Failure> {
     Some(Failure { cpv, repo, phase })
 }
 
-/// Binary packages are shown as CPV-BUILD_ID with binpkg-multi-instance; the CPV is what
-/// precedes a trailing `-<digits>` that follows a version.
-fn strip_build_id(cpv: &str) -> String {
-    if let Some((head, tail)) = cpv.rsplit_once('-') {
-        if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) {
-            // `foo-1.0-1`: head still ends in a version -> tail was a build id.
-            if head.rsplit_once('-').is_some_and(|(_, v)| {
-                v.starts_with(|c: char| c.is_ascii_digit()) || v.starts_with('r')
-            }) {
-                return head.to_string();
-            }
+/// Binary packages are shown as CPV-BUILD_ID with binpkg-multi-instance: a trailing
+/// `-<digits>` is a build id when what precedes it is a CPV and the whole is not one.
+fn strip_build_id(shown: &str) -> String {
+    use crate::atom::Cpv;
+    if let Some((head, tail)) = shown.rsplit_once('-') {
+        let digits = !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit());
+        if digits && Cpv::parse(shown).is_err() && Cpv::parse(head).is_ok() {
+            return head.to_string();
         }
     }
-    cpv.to_string()
+    shown.to_string()
 }
 
 type Snapshot = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
@@ -601,6 +598,9 @@ mod tests {
             parse_emerging(">>> Emerging binary (1 of 2) app-misc/foo-2.1-r3-12::farm-test for /")
                 .unwrap();
         assert_eq!(r.cpv, "app-misc/foo-2.1-r3");
+        let plain =
+            parse_emerging(">>> Emerging binary (1 of 1) app-misc/foo-1::farm-test for /").unwrap();
+        assert_eq!(plain.cpv, "app-misc/foo-1");
         assert!(parse_emerging(">>> Emerging is not this").is_none());
     }
 

@@ -21,7 +21,7 @@ use binfarm::worker::{run_build, BuildRequest, BuildResult, BuildRoot, BuildRoot
 use sha2::{Digest, Sha256};
 
 /// Bump to invalidate every cached artefact (e.g. after changing how build roots look).
-const CACHE_VERSION: &str = "binfarm-test-cache-v1";
+const CACHE_VERSION: &str = "binfarm-test-cache-v2";
 
 /// The crate root.
 pub fn crate_root() -> PathBuf {
@@ -145,6 +145,10 @@ fn fixture_hash() -> String {
     let mut h = Sha256::new();
     h.update(CACHE_VERSION);
     hash_tree(&mut h, &crate_root().join("tests/fixtures"));
+    // The code that renders configs and runs emerge: a change rebuilds cached PKGDIRs, so
+    // tests never check stale output of older code.
+    hash_tree(&mut h, &crate_root().join("src/profile"));
+    hash_tree(&mut h, &crate_root().join("src/worker"));
     for t in [
         "make.conf.hbs",
         "repos.conf.hbs",
@@ -394,7 +398,9 @@ pub fn create_gpg_key(dir: &Path, uid: &str) -> GpgKey {
     let mut trust = gpg(&verify_home);
     trust
         .arg("--import-ownertrust")
-        .stdin(std::process::Stdio::piped());
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = trust.spawn().expect("spawning gpg --import-ownertrust");
     child
         .stdin
@@ -402,9 +408,11 @@ pub fn create_gpg_key(dir: &Path, uid: &str) -> GpgKey {
         .expect("piped stdin")
         .write_all(format!("{fingerprint}:6:\n").as_bytes())
         .expect("writing ownertrust");
+    let out = child.wait_with_output().expect("waiting for gpg");
     assert!(
-        child.wait().expect("waiting for gpg").success(),
-        "gpg --import-ownertrust failed"
+        out.status.success(),
+        "gpg --import-ownertrust failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let _ = gpg(&verify_home).arg("--check-trustdb").output();
     // Portage runs the verifying gpg as nobody: the verify home must be readable by all.
@@ -555,6 +563,10 @@ pub struct FixtureBuild {
     pub pkgdir: PathBuf,
     /// The signing key, for signed builds.
     pub key: Option<GpgKey>,
+    /// The packages emerge built from source, in the order it built them (CATEGORY/PF).
+    pub merged: Vec<String>,
+    /// Binpkg path relative to PKGDIR and SHA-512, per built CPV, as the runner reported them.
+    pub built: Vec<(String, String, String)>,
 }
 
 /// A PKGDIR of real emerge-built gpkgs of `atoms` (with their dependencies) for `profile`,
@@ -578,9 +590,11 @@ pub fn build_fixture(
         fs::read(profile_path(profile))
             .unwrap_or_else(|e| panic!("reading profile {profile}: {e}")),
     );
+    let signing = signed.then(|| signing_key().clone());
     h.update(format!(
-        "{atoms:?} signed={signed} format={}",
-        format.as_str()
+        "{atoms:?} signed={signed} format={} key={:?}",
+        format.as_str(),
+        signing.as_ref().map(|k| &k.fingerprint)
     ));
     let key = short_hex(h);
     // Held for the whole build: one build (and one re-render) of a root at a time.
@@ -588,7 +602,6 @@ pub fn build_fixture(
     if let Some(b) = builds.get(&key) {
         return b.clone();
     }
-    let signing = signed.then(|| signing_key().clone());
     let dir = cache_root().join(format!("build-{profile}-{key}"));
     let options = RootOptions {
         signing: signing.clone(),
@@ -597,15 +610,199 @@ pub fn build_fixture(
     };
     build_once(&dir, |tmp| {
         let root = fixture_build_root(profile, &tmp.join("root"), &options);
-        build_ok(&root, atoms);
+        let result = build_ok(&root, atoms);
+        let merged: Vec<&str> = result
+            .merged
+            .iter()
+            .filter(|m| !m.binary)
+            .map(|m| m.cpv.as_str())
+            .collect();
+        fs::write(tmp.join("merged.txt"), merged.join("\n")).expect("writing merged.txt");
+        let built: Vec<String> = result
+            .built
+            .iter()
+            .map(|b| format!("{} {} {}", b.cpv, b.relative_path, b.sha512))
+            .collect();
+        fs::write(tmp.join("built.txt"), built.join("\n")).expect("writing built.txt");
     });
     // Re-render in place under the final path (the config names absolute paths).
     let root = fixture_build_root(profile, &dir.join("root"), &options);
+    let read_lines = |name: &str| -> Vec<String> {
+        fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("reading {}/{name}: {e}", dir.display()))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let built = read_lines("built.txt")
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            Some((
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+                f.next()?.to_string(),
+            ))
+        })
+        .collect();
     let build = FixtureBuild {
         pkgdir: root.pkgdir(),
         root,
         key: signing,
+        merged: read_lines("merged.txt"),
+        built,
     };
     builds.insert(key, build.clone());
     build
+}
+
+// ---------------------------------------------------------------------------------------
+// production nodes and binpkg inspection
+
+/// A "production node" config root for `profile` in `dir` that installs binpkgs from
+/// `binhost_uri` (http://127.0.0.1:PORT/...) and requires them to be signed by a key that
+/// `trusted` trusts (FEATURES=binpkg-request-signature). Install with
+/// `node.portage_command("emerge", ["--getbinpkgonly", ATOM], &[])`.
+pub fn fixture_node_root(
+    profile: &str,
+    dir: &Path,
+    binhost_uri: &str,
+    trusted: &GpgKey,
+) -> BuildRoot {
+    let node = fixture_build_root(profile, dir, &RootOptions::default());
+    let make_conf = dir.join("etc/portage/make.conf");
+    let mut text = fs::read_to_string(&make_conf).expect("reading node make.conf");
+    text.push_str(&format!(
+        "\n# --- production node: signed binpkgs only ---\n\
+         FEATURES=\"${{FEATURES}} binpkg-request-signature\"\n\
+         BINPKG_GPG_VERIFY_GPG_HOME=\"{}\"\n\
+         PORTAGE_TRUST_HELPER=\"\"\n",
+        trusted.verify_home.display()
+    ));
+    fs::write(&make_conf, text).expect("writing node make.conf");
+    fs::write(
+        dir.join("etc/portage/binrepos.conf"),
+        format!(
+            "[farm]\npriority = 10\nsync-uri = {binhost_uri}\nverify-signature = true\nlocation = {}\n",
+            dir.join("binhost-cache").display()
+        ),
+    )
+    .expect("writing binrepos.conf");
+    node
+}
+
+/// The `metadata/<KEY>` entries of a gpkg (text values, trailing newline removed), read with
+/// the tar and zstd crates (independent of binfarm's own reader).
+pub fn gpkg_metadata(path: &Path) -> BTreeMap<String, String> {
+    let file = fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut outer = tar::Archive::new(file);
+    for entry in outer.entries().expect("reading gpkg") {
+        let entry = entry.expect("reading gpkg member");
+        let name = entry
+            .path()
+            .expect("member name")
+            .to_string_lossy()
+            .into_owned();
+        if !name.ends_with("/metadata.tar.zst") {
+            continue;
+        }
+        let decoder = zstd::stream::read::Decoder::new(entry).expect("zstd");
+        let mut inner = tar::Archive::new(decoder);
+        let mut map = BTreeMap::new();
+        for m in inner.entries().expect("reading metadata.tar") {
+            let mut m = m.expect("metadata member");
+            let key = m
+                .path()
+                .expect("name")
+                .to_string_lossy()
+                .trim_start_matches("metadata/")
+                .to_string();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut m, &mut bytes).expect("reading metadata value");
+            if let Ok(text) = String::from_utf8(bytes) {
+                map.insert(key, text.trim_end_matches('\n').to_string());
+            }
+        }
+        return map;
+    }
+    panic!("{}: no metadata.tar.zst member", path.display());
+}
+
+/// Member names of a tar file (the outer gpkg tar).
+pub fn tar_members(path: &Path) -> Vec<String> {
+    let file = fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut outer = tar::Archive::new(file);
+    outer
+        .entries()
+        .expect("reading tar")
+        .map(|e| {
+            e.expect("tar member")
+                .path()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// `python -m http.server` (from the venv) serving `dir` on 127.0.0.1; stopped by PID on drop.
+pub struct HttpServer {
+    child: std::process::Child,
+    pub port: u16,
+    /// Requests as the server logged them (stderr), e.g. `"GET /x/Packages HTTP/1.1" 200 -`.
+    pub log: PathBuf,
+}
+
+impl HttpServer {
+    pub fn start(dir: &Path, log: &Path) -> HttpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log_file = fs::File::create(log).expect("creating http log");
+        let child = Command::new(venv().join("bin/python"))
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().expect("dup log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("starting python -m http.server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        HttpServer {
+            child,
+            port,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.port,
+            path.trim_start_matches('/')
+        )
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use binfarm::binpkg::gpkg::restamp::restamp;
+use binfarm::binpkg::restamp_and_sign;
 use binfarm::profile::{BinpkgFormat, Profile};
 use binfarm::publish::{create_snapshot, Publisher, SnapshotOptions};
 use binfarm::sign::SigningKey;
@@ -51,7 +51,7 @@ pub fn signed_packages(dir: &Path) -> BTreeMap<&'static str, PathBuf> {
 pub fn rebuilt(src: &Path, dir: &Path, build_id: u64) -> PathBuf {
     let name = src.file_name().unwrap().to_string_lossy().into_owned();
     let dest = dir.join(format!("rebuilt-{build_id}-{name}"));
-    restamp(src, &dest, build_id, &farm_key()).expect("restamping");
+    restamp_and_sign(src, &dest, build_id, &farm_key()).expect("restamping");
     dest
 }
 

@@ -1,6 +1,5 @@
 //! GLEP 78 gpkg: read (streaming, Manifest-checked), write, sign, verify.
 
 pub mod read;
-pub mod restamp;
 pub mod sign;
 pub mod write;

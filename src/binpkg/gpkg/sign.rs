@@ -175,11 +175,74 @@ pub fn sign_in_place(path: &Path, key: &SigningKey) -> Result<(), BinpkgError> {
             message: format!("already signed ({what}); refusing to sign it again"),
         });
     }
-    let dir = match path.parent() {
+    write_signed(path, &scan, path, key, None)
+}
+
+/// Writes `dest`: the package at `path` signed with `key` under a new BUILD_ID (the
+/// `metadata/BUILD_ID` file and the top directory `<PF>-<BUILD_ID>` both change), as the
+/// coordinator stores what workers upload and as `resign` re-signs a snapshot. The image
+/// archive is copied as is; only the small metadata archive is rebuilt. Signatures the
+/// package had are dropped.
+pub fn restamp_and_sign(
+    path: &Path,
+    dest: &Path,
+    build_id: u64,
+    key: &SigningKey,
+) -> Result<(), BinpkgError> {
+    let scan = scan(path)?;
+    write_signed(path, &scan, dest, key, Some(build_id))
+}
+
+/// The metadata member with `BUILD_ID` replaced, zstd-compressed.
+fn restamped_metadata(
+    path: &Path,
+    scan: &Scan,
+    build_id: u64,
+    mtime: u64,
+) -> Result<Vec<u8>, BinpkgError> {
+    let mut files = scan.metadata_files.clone();
+    files.insert("BUILD_ID".into(), format!("{build_id}\n").into_bytes());
+    let tar = crate::binpkg::gpkg::write::metadata_archive(&files, mtime)
+        .map_err(|e| io_error(path, e))?;
+    zstd::encode_all(&tar[..], 3).map_err(|e| io_error(path, e))
+}
+
+fn write_signed(
+    path: &Path,
+    scan: &Scan,
+    dest: &Path,
+    key: &SigningKey,
+    build_id: Option<u64>,
+) -> Result<(), BinpkgError> {
+    let mtime = now();
+    let top_dir = match build_id {
+        None => scan.top_dir.clone(),
+        Some(id) => {
+            let pf = scan
+                .metadata_files
+                .get("PF")
+                .map(|v| String::from_utf8_lossy(v).trim().to_owned())
+                .filter(|pf| crate::binpkg::manifest::is_plain_member_name(pf))
+                .ok_or_else(|| {
+                    member_error(
+                        path,
+                        scan.full_name("metadata.tar"),
+                        "no usable metadata/PF",
+                    )
+                })?;
+            format!("{pf}-{id}")
+        }
+    };
+    let full_name = |name: &str| format!("{top_dir}/{name}");
+    let new_metadata = match build_id {
+        Some(id) => Some(restamped_metadata(path, scan, id, mtime)?),
+        None => None,
+    };
+    let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let file_name = path
+    let file_name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "gpkg".into());
@@ -193,23 +256,48 @@ pub fn sign_in_place(path: &Path, key: &SigningKey) -> Result<(), BinpkgError> {
         .try_clone()
         .map_err(|e| io_error(temp.path(), e))?;
     let mut out = ContainerWriter::new(BufWriter::with_capacity(1 << 20, out_file));
-    let mtime = now();
     let mut entries: Vec<ManifestEntry> = Vec::new();
 
     for member in &scan.members {
-        if member.role == Role::Manifest {
+        if member.role == Role::Manifest || member.role == Role::Signature {
+            continue;
+        }
+        if let (Role::Metadata(_), Some(bytes)) = (member.role, &new_metadata) {
+            let name = "metadata.tar.zst";
+            out.append(&full_name(name), bytes, 0o644, mtime)
+                .map_err(|e| io_error(temp.path(), e))?;
+            entries.push(ManifestEntry::new(
+                name,
+                bytes.len() as u64,
+                &Digests::of(bytes),
+            ));
+            let sig = key
+                .sign_detached(&mut &bytes[..])
+                .map_err(|e| BinpkgError::Sign {
+                    path: path.to_owned(),
+                    source: e,
+                })?;
+            let sig_name = format!("{name}.sig");
+            out.append(&full_name(&sig_name), sig.as_bytes(), 0o644, mtime)
+                .map_err(|e| io_error(temp.path(), e))?;
+            entries.push(ManifestEntry::new(
+                &sig_name,
+                sig.len() as u64,
+                &Digests::of(sig.as_bytes()),
+            ));
             continue;
         }
         let full = scan.full_name(&member.name);
+        let new_full = full_name(&member.name);
         let entry = scan
             .manifest
             .get(&member.name)
             .cloned()
             .ok_or_else(|| member_error(path, full.clone(), "not in the Manifest"))?;
         let data_offset = out
-            .begin_sized(&full, member.size, member.mode, member.mtime)
+            .begin_sized(&new_full, member.size, member.mode, member.mtime)
             .map_err(|e| io_error(temp.path(), e))?;
-        let signature = with_member_data(path, &scan, member, |data| {
+        let signature = with_member_data(path, scan, member, |data| {
             if member.role.is_signed_archive() {
                 // The signer pulls the bytes; the tee writes them to the new file.
                 let mut copying = TeeReader {
@@ -235,7 +323,7 @@ pub fn sign_in_place(path: &Path, key: &SigningKey) -> Result<(), BinpkgError> {
         if let Some(sig) = signature {
             let sig_name = format!("{}.sig", member.name);
             let bytes = sig.into_bytes();
-            out.append(&scan.full_name(&sig_name), &bytes, 0o644, mtime)
+            out.append(&full_name(&sig_name), &bytes, 0o644, mtime)
                 .map_err(|e| io_error(temp.path(), e))?;
             entries.push(ManifestEntry::new(
                 &sig_name,
@@ -252,7 +340,7 @@ pub fn sign_in_place(path: &Path, key: &SigningKey) -> Result<(), BinpkgError> {
             path: path.to_owned(),
             source: e,
         })?;
-    out.append(&scan.full_name(MANIFEST), signed.as_bytes(), 0o644, mtime)
+    out.append(&full_name(MANIFEST), signed.as_bytes(), 0o644, mtime)
         .map_err(|e| io_error(temp.path(), e))?;
     let writer = out.finish().map_err(|e| io_error(temp.path(), e))?;
     let file = writer
@@ -263,7 +351,7 @@ pub fn sign_in_place(path: &Path, key: &SigningKey) -> Result<(), BinpkgError> {
         .map_err(|e| io_error(path, e))?
         .permissions();
     std::fs::set_permissions(temp.path(), permissions).map_err(|e| io_error(temp.path(), e))?;
-    temp.persist(path).map_err(|e| io_error(path, e.error))?;
+    temp.persist(dest).map_err(|e| io_error(dest, e.error))?;
     crate::binpkg::sync_dir(dir);
     Ok(())
 }

@@ -233,7 +233,10 @@ pub fn write(
 }
 
 /// The metadata archive: `metadata/<KEY>` regular files in key order.
-fn metadata_archive(metadata: &BTreeMap<String, Vec<u8>>, mtime: u64) -> io::Result<Vec<u8>> {
+pub(crate) fn metadata_archive(
+    metadata: &BTreeMap<String, Vec<u8>>,
+    mtime: u64,
+) -> io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     for (key, value) in metadata {
         let mut header = if key.len() < 90 {

@@ -1,0 +1,417 @@
+//! The farm with real processes: `binfarm serve`, two `binfarm worker`s and real emerge.
+//! Builds the fixture set for both profiles in parallel and in dependency order, survives
+//! the coordinator being killed mid-request, skips everything on an unchanged nightly,
+//! hands a step of a killed worker to another, and rejects bad tokens, wrong sha512s and
+//! hostile uploads.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_binfarm");
+
+/// A child process killed (SIGKILL) and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Farm {
+    dir: PathBuf,
+    config: PathBuf,
+    url: String,
+    admin_token: String,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Farm {
+    fn new(dir: &Path) -> Farm {
+        let port = free_port();
+        let config = dir.join("farm.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[server]
+listen = "127.0.0.1:{port}"
+[state]
+dir = "state"
+[profiles]
+dir = "{profiles}"
+[signing]
+key_file = "state/signing-key.asc"
+[queue]
+lease_seconds = 6
+heartbeat_seconds = 1
+max_attempts = 3
+retry_backoff_seconds = 1
+[mirror]
+root = "mirror"
+"#,
+                profiles = common::crate_root().join("profiles").display()
+            ),
+        )
+        .unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Farm {
+            dir: dir.to_owned(),
+            config,
+            url: format!("http://127.0.0.1:{port}"),
+            admin_token: String::new(),
+            http: reqwest::Client::new(),
+            rt: tokio::runtime::Runtime::new().unwrap(),
+        }
+    }
+
+    fn binfarm(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "binfarm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start_coordinator(&mut self) -> Proc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("serve.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let proc = Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get("/health").is_none() {
+            assert!(Instant::now() < deadline, "coordinator did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.admin_token = std::fs::read_to_string(self.dir.join("state/admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        proc
+    }
+
+    fn start_worker(&self, name: &str, extra: &[&str]) -> Proc {
+        let token = self.dir.join(format!("{name}.token"));
+        if !token.exists() {
+            self.binfarm(&[
+                "token",
+                "create",
+                "--worker",
+                name,
+                "--output",
+                token.to_str().unwrap(),
+            ]);
+        }
+        let fx = common::fixture();
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args(["worker", "--coordinator", &self.url, "--token-file"])
+            .arg(&token)
+            .arg("--profiles-dir")
+            .arg(common::crate_root().join("profiles"))
+            .args([
+                "--profile",
+                "x86-64-v3",
+                "--profile",
+                "x86-64-v2",
+                "--work-dir",
+            ])
+            .arg(self.dir.join(name))
+            .arg("--repo")
+            .arg(format!("farm-test={}", fx.repo.display()))
+            .arg("--distdir")
+            .arg(&fx.distdir)
+            .args(extra)
+            .env("BINFARM_VENV", common::venv())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proc(child)
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        self.rt.block_on(async {
+            let resp = self
+                .http
+                .get(format!("{}{path}", self.url))
+                .send()
+                .await
+                .ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            let text = resp.text().await.ok()?;
+            Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        })
+    }
+
+    /// (status, body) of a request with an optional bearer token and body.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", self.url));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        })
+    }
+
+    fn request(&self, id: i64) -> Value {
+        self.get(&format!("/api/v1/requests/{id}"))
+            .expect("request")
+    }
+
+    fn wait_finished(&self, id: i64, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = self.request(id);
+            let state = r["state"].as_str().unwrap_or("").to_owned();
+            if !["planning", "running"].contains(&state.as_str()) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request {id} still {state}: {r:#}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in ["serve.log", "w1.log", "w2.log"] {
+            if let Ok(text) = std::fs::read_to_string(self.dir.join(name)) {
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                out += &format!(
+                    "--- {name} (tail)\n{}\n",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        out
+    }
+
+    fn nightly(&self, profile: &str) -> i64 {
+        let out = self.binfarm(&["nightly", "--profile", profile]);
+        out.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+fn steps(r: &Value) -> Vec<Value> {
+    r["steps"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
+    let tmp = common::tempdir();
+    let mut farm = Farm::new(tmp.path());
+    // Creating tokens opens the state directory before the coordinator first runs.
+    let mut coordinator = farm.start_coordinator();
+    let w1 = farm.start_worker("w1", &[]);
+    let w2 = farm.start_worker("w2", &[]);
+
+    // Bad tokens get 401 and nothing else.
+    for token in [None, Some("not-a-token")] {
+        let (status, body) = farm.call(
+            "POST",
+            "/api/v1/worker/lease",
+            token,
+            Some(json!({"wait_seconds": 0})),
+        );
+        assert_eq!(status, 401);
+        assert_eq!(body, json!({"error": "unauthorized"}));
+    }
+    let (status, _) = farm.call(
+        "POST",
+        "/api/v1/requests",
+        Some("wrong"),
+        Some(json!({"kind": "nightly", "profile": "x86-64-v3"})),
+    );
+    assert_eq!(status, 401);
+    let (status, body) = farm.call(
+        "POST",
+        "/api/v1/requests",
+        Some(&farm.admin_token.clone()),
+        Some(json!({"kind": "rebuild", "profile": "x86-64-v3", "atom": "=app-misc/hello"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("needs a version"),
+        "{body}"
+    );
+
+    // Nightly for both profiles; the coordinator is killed and restarted mid-request.
+    let v3 = farm.nightly("x86-64-v3");
+    let v2 = farm.nightly("x86-64-v2");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = steps(&farm.request(v3))
+            .iter()
+            .filter(|s| s["state"] == "succeeded")
+            .count();
+        if done >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no step finished\n{}",
+            farm.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(coordinator);
+    std::thread::sleep(Duration::from_secs(1));
+    coordinator = farm.start_coordinator();
+
+    let r3 = farm.wait_finished(v3, Duration::from_secs(900));
+    let r2 = farm.wait_finished(v2, Duration::from_secs(900));
+    for r in [&r3, &r2] {
+        assert_eq!(r["state"], "succeeded", "{r:#}\n{}", farm.logs());
+        let steps = steps(r);
+        assert!(
+            steps.len() >= 7,
+            "the fixture set with its dependencies: {r:#}"
+        );
+        assert!(steps.iter().all(|s| s["state"] == "succeeded"), "{r:#}");
+    }
+    // Both workers built something (in parallel across workers).
+    let all: Vec<Value> = steps(&r3).into_iter().chain(steps(&r2)).collect();
+    let mut builders: Vec<String> = all
+        .iter()
+        .filter_map(|s| s["built_by"].as_str().map(str::to_owned))
+        .collect();
+    builders.sort();
+    builders.dedup();
+    assert_eq!(builders.len(), 2, "both workers took steps: {all:#?}");
+    // Dependency order: libhello finished before greeter started.
+    for r in [&r3, &r2] {
+        let steps = steps(r);
+        let find = |pn: &str| {
+            steps
+                .iter()
+                .find(|s| s["cpv"].as_str().unwrap().contains(pn))
+                .unwrap()
+                .clone()
+        };
+        let (lib, greeter) = (find("/libhello-"), find("/greeter-"));
+        assert!(lib["finished_at"].as_i64().unwrap() <= greeter["started_at"].as_i64().unwrap());
+    }
+
+    // A second nightly with nothing changed builds nothing.
+    let again = farm.nightly("x86-64-v3");
+    let r = farm.wait_finished(again, Duration::from_secs(120));
+    assert_eq!(r["state"], "succeeded", "{r:#}");
+    assert!(steps(&r).iter().all(|s| s["state"] == "cached"), "{r:#}");
+
+    // A worker killed mid-step: its lease expires and another worker completes the step.
+    drop(w1);
+    drop(w2);
+    let pidfile = tmp.path().join("sleeper.pids");
+    let sleepy = farm.start_worker(
+        "w1",
+        &[
+            "--build-env",
+            "SLEEPER_SECONDS=600",
+            "--build-env",
+            &format!("SLEEPER_PIDFILE={}", pidfile.display()),
+        ],
+    );
+    let admin = farm.admin_token.clone();
+    let (status, body) = farm.call(
+        "POST",
+        "/api/v1/requests",
+        Some(&admin),
+        Some(json!({"kind": "rebuild", "profile": "x86-64-v3", "atom": "app-misc/sleeper"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let sleeper_request = body["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !pidfile.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "sleeper never started\n{}",
+            farm.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(sleepy); // kill -9 of the worker agent
+                  // Its orphaned emerge would sleep on: end it (sleep child and the compile shell).
+    let pids = std::fs::read_to_string(&pidfile).unwrap();
+    for pid in pids.split_whitespace() {
+        let _ = Command::new("kill").arg("-9").arg(pid).status();
+    }
+    let _w2 = farm.start_worker("w2", &["--build-env", "SLEEPER_SECONDS=1"]);
+    let r = farm.wait_finished(sleeper_request, Duration::from_secs(300));
+    assert_eq!(r["state"], "succeeded", "{r:#}\n{}", farm.logs());
+    let sleeper_step = steps(&r)
+        .into_iter()
+        .find(|s| s["cpv"].as_str().unwrap().contains("sleeper"))
+        .unwrap();
+    assert_eq!(sleeper_step["attempts"], 2, "{sleeper_step:#}");
+    // No partial upload is ever stored: the blob store holds only complete, named blobs.
+    let tmp_blobs: Vec<_> = walkdir::WalkDir::new(tmp.path().join("state/blobs"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && !is_sha512_name(e.path()))
+        .collect();
+    assert!(tmp_blobs.is_empty(), "leftover temp files: {tmp_blobs:?}");
+
+    drop(coordinator);
+}
+
+fn is_sha512_name(path: &Path) -> bool {
+    let name = path.file_name().unwrap().to_string_lossy();
+    let parent = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .unwrap()
+        .to_string_lossy();
+    parent.len() == 2 && name.len() == 126 && name.chars().all(|c| c.is_ascii_hexdigit())
+}
