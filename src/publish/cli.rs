@@ -416,9 +416,13 @@ pub fn resign(args: &ResignArgs) -> Result<String, PublishError> {
 }
 
 pub fn gc(args: &GcArgs) -> Result<String, PublishError> {
-    let (_, publisher, mut db) = args.farm.open()?;
-    // Remote (FTP) mirrors are cleaned by the coordinator, which holds their targets.
-    let report = gc::run_gc(&publisher, &mut db, args.dry_run, unix_now(), &[])?;
+    let (settings, publisher, mut db) = args.farm.open()?;
+    let remotes: Vec<&dyn gc::RemoteCleaner> = settings
+        .ftp
+        .iter()
+        .map(|t| t as &dyn gc::RemoteCleaner)
+        .collect();
+    let report = gc::run_gc(&publisher, &mut db, args.dry_run, unix_now(), &remotes)?;
     Ok(report.render())
 }
 

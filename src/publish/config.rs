@@ -9,7 +9,7 @@ use crate::coordinator::config::FarmConfig;
 use super::{PublishError, Retention};
 
 /// Publishing settings, paths absolute.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PublishConfig {
     pub state_dir: PathBuf,
     pub profiles_dir: PathBuf,
@@ -19,6 +19,8 @@ pub struct PublishConfig {
     /// 0: no TTL header.
     pub ttl: u64,
     pub retention: Retention,
+    /// FTP mirrors (GC deletes there what it deletes from the local trees).
+    pub ftp: Vec<super::ftp::FtpTarget>,
 }
 
 impl PublishConfig {
@@ -44,6 +46,7 @@ impl PublishConfig {
                 keep_days: farm.retention.keep_days,
                 grace_hours: farm.retention.grace_hours,
             },
+            ftp: farm.ftp.clone(),
         }
     }
 }

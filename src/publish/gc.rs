@@ -412,3 +412,35 @@ fn remove_file_if_present(path: &Path) -> Result<(), PublishError> {
         }),
     }
 }
+
+/// FTP mirrors hold the same `<profile>/<channel>` trees under their base directory.
+impl RemoteCleaner for super::ftp::FtpTarget {
+    fn name(&self) -> String {
+        format!("ftp://{}", self.host_label())
+    }
+
+    fn delete_files(&self, profile: &str, channel: &str, paths: &[String]) -> Result<(), String> {
+        let remote_dir = format!("{profile}/{channel}");
+        // A thread of its own with its own runtime: GC is synchronous and may be called from
+        // inside the coordinator's runtime (spawn_blocking) as well as from the CLI.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| format!("starting a runtime for FTP: {e}"))?;
+                    runtime
+                        .block_on(super::ftp::FtpTarget::delete_files(
+                            self,
+                            &remote_dir,
+                            paths,
+                        ))
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+                .join()
+                .unwrap_or_else(|_| Err("the FTP deletion thread panicked".into()))
+        })
+    }
+}
