@@ -339,6 +339,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 300)]
         packages: usize,
     },
+    /// Simulated farm: 2,000-step DAG on 8 workers (makespan ratio), and planning a
+    /// no-op nightly of 1,000 unchanged packages.
+    Schedule {
+        #[arg(long, default_value_t = 2000)]
+        steps: usize,
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Rollout planning for 500 hosts and 1,000 changed packages.
+    Rollout,
 }
 
 fn main() -> ExitCode {
@@ -457,6 +469,12 @@ fn main() -> ExitCode {
             admin,
         } => admin_client(&admin).and_then(|c| binfarm::cli::farm::logs(&c, step, follow)),
         Command::Bench(BenchCommand::Index { packages }) => binfarm::cli::bench_index(packages),
+        Command::Bench(BenchCommand::Schedule {
+            steps,
+            workers,
+            seed,
+        }) => binfarm::cli::bench_schedule(steps, workers, seed),
+        Command::Bench(BenchCommand::Rollout) => binfarm::cli::bench_rollout(),
         Command::Rollout(RolloutCommand::Plan {
             inventory,
             profiles,

@@ -1,120 +1,57 @@
-//! `index::update_pkgdir` behaviour on PKGDIRs of gpkg files written here: what is
-//! reused, read, dropped and left out, the header rules, the files' attributes, and the
-//! warm-run budget on 10,000 packages (time and peak RSS).
+//! `index::update_pkgdir` behaviour on PKGDIRs of gpkg files written here (with
+//! binfarm's gpkg writer, signed with keys made by real gpg): what is reused, read,
+//! dropped and left out, signatures, the header rules, the files' attributes.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::Instant;
 
-use binfarm::binpkg::Metadata;
+use binfarm::binpkg::{self, GpkgSource, WriteOptions};
 use binfarm::index::{
-    update_pkgdir_using, IndexOptions, IndexReport, MetadataSource, PackagesIndex, PACKAGES_FILE,
-    PACKAGES_GZ_FILE,
+    update_pkgdir, IndexOptions, IndexReport, PackagesIndex, PACKAGES_FILE, PACKAGES_GZ_FILE,
 };
-use binfarm::sign::Keyring;
-use blake2::Blake2b512;
-use sha2::{Digest, Sha512};
+use binfarm::sign::{Keyring, SigningKey};
+use sha2::Digest;
 
-/// Reads `metadata/*` from a gpkg's metadata.tar.zst (what `binpkg::read` returns),
-/// kept here so these tests do not depend on the binpkg module's progress.
-struct LocalReader;
-
-impl MetadataSource for LocalReader {
-    fn metadata(&self, path: &Path, keyring: Option<&Keyring>) -> Result<Metadata, String> {
-        assert!(keyring.is_none(), "this reader does not check signatures");
-        read_gpkg_metadata(path).map_err(|e| format!("{}: {e}", path.display()))
-    }
-}
-
-fn read_gpkg_metadata(path: &Path) -> std::io::Result<Metadata> {
-    let mut outer = tar::Archive::new(File::open(path)?);
-    for member in outer.entries()? {
-        let member = member?;
-        if !member
-            .path()?
-            .to_string_lossy()
-            .ends_with("/metadata.tar.zst")
-        {
-            continue;
-        }
-        let mut inner = tar::Archive::new(zstd::Decoder::new(member)?);
-        let mut metadata = Metadata::default();
-        for file in inner.entries()? {
-            let mut file = file?;
-            let name = file.path()?.to_string_lossy().into_owned();
-            let Some(key) = name.strip_prefix("metadata/") else {
-                continue;
-            };
-            let key = key.to_owned();
-            let mut text = String::new();
-            file.read_to_string(&mut text)?;
-            if text.ends_with('\n') {
-                text.pop();
-            }
-            metadata.text.insert(key, text);
-        }
-        return Ok(metadata);
-    }
-    Err(std::io::Error::other("no metadata.tar.zst member"))
-}
-
-fn tar_bytes(files: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(1_700_000_000);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, name, &data[..])
-            .expect("tar member");
-    }
-    builder.into_inner().expect("tar")
-}
-
-/// Writes an unsigned gpkg (GLEP 78 layout with a Manifest) holding `metadata`.
-fn write_gpkg(path: &Path, metadata: &[(&str, &str)]) {
+/// Writes a gpkg holding `metadata` (and one image file) with binfarm's gpkg writer,
+/// signed when `key` is given; the top directory is the file's stem.
+fn write_signed_gpkg(path: &Path, metadata: &[(&str, &str)], key: Option<&SigningKey>) {
     let stem = path
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_suffix(".gpkg.tar"))
         .expect("gpkg name");
-    let meta_files: Vec<(String, Vec<u8>)> = metadata
+    let image = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(image.path().join("usr/share/x")).expect("mkdir");
+    std::fs::write(image.path().join("usr/share/x/data"), b"x\n").expect("write");
+    let files: BTreeMap<String, Vec<u8>> = metadata
         .iter()
-        .map(|(k, v)| (format!("metadata/{k}"), format!("{v}\n").into_bytes()))
+        .map(|(k, v)| ((*k).to_owned(), format!("{v}\n").into_bytes()))
         .collect();
-    let compress = |data: Vec<u8>| zstd::encode_all(&data[..], 3).expect("zstd");
-    let members = vec![
-        ("gpkg-1".to_string(), Vec::new()),
-        (
-            "metadata.tar.zst".to_string(),
-            compress(tar_bytes(&meta_files)),
-        ),
-        (
-            "image.tar.zst".to_string(),
-            compress(tar_bytes(&[("image/usr/share/x".into(), b"x\n".to_vec())])),
-        ),
-    ];
-    let mut manifest = String::new();
-    for (name, data) in &members {
-        manifest.push_str(&format!(
-            "DATA {name} {} BLAKE2B {} SHA512 {}\n",
-            data.len(),
-            hex::encode(Blake2b512::digest(data)),
-            hex::encode(Sha512::digest(data))
-        ));
-    }
-    let mut outer: Vec<(String, Vec<u8>)> = members
-        .into_iter()
-        .map(|(name, data)| (format!("{stem}/{name}"), data))
-        .collect();
-    outer.push((format!("{stem}/Manifest"), manifest.into_bytes()));
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(path, tar_bytes(&outer)).expect("write gpkg");
+    binpkg::write_gpkg(
+        path,
+        &GpkgSource {
+            top_dir: stem,
+            image_dir: image.path(),
+            metadata: &files,
+        },
+        &WriteOptions {
+            zstd_threads: 1,
+            signing_key: key,
+            mtime: Some(1_700_000_000),
+            ..WriteOptions::default()
+        },
+    )
+    .expect("write gpkg");
+}
+
+fn write_gpkg(path: &Path, metadata: &[(&str, &str)]) {
+    write_signed_gpkg(path, metadata, None);
 }
 
 /// A typical package's metadata for `cat/pf` with BUILD_ID `id`.
@@ -150,7 +87,7 @@ fn add_package(pkgdir: &Path, cat: &str, pn: &str, pf: &str, id: u32) -> String 
 }
 
 fn update(pkgdir: &Path, options: &IndexOptions<'_>) -> IndexReport {
-    update_pkgdir_using(pkgdir, options, &LocalReader).expect("index update")
+    update_pkgdir(pkgdir, options).expect("index update")
 }
 
 fn read_index(pkgdir: &Path) -> PackagesIndex {
@@ -451,132 +388,6 @@ fn a_broken_index_is_replaced_and_reported() {
     );
 }
 
-fn vm_hwm_kib_of(command: &mut std::process::Command) -> (u64, String) {
-    // GNU time prints the child's peak RSS (KiB) with -f %M.
-    let out = std::process::Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("maxrss=%M")
-        .arg(command.get_program())
-        .args(command.get_args())
-        .output()
-        .expect("/usr/bin/time runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    let kib = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss="))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("maxrss line");
-    (kib, String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// CPU time this thread has used (ns), from the scheduler's accounting: unlike wall
-/// time it does not grow when other processes load the machine.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .expect("/proc/thread-self/schedstat")
-}
-
-/// A PKGDIR of `count` package files (cat-N/pkgN/pkgN-1.M-B.gpkg.tar) with a current
-/// index written by binfarm. The files are never read in a warm run, so they only need
-/// a size and an mtime; their entries carry real hashes and typical metadata.
-fn large_indexed_pkgdir(pkgdir: &Path, count: u32) {
-    let mut index = PackagesIndex::default();
-    index.header.insert("VERSION".into(), "0".into());
-    index
-        .header
-        .insert("CHOST".into(), "x86_64-pc-linux-gnu".into());
-    for i in 0..count {
-        let (cat, pn) = (format!("cat-{}", i % 50), format!("pkg{i}"));
-        let pf = format!("{pn}-1.{}", i % 7);
-        let id = 1 + i % 3;
-        let rel = format!("{cat}/{pn}/{pf}-{id}.gpkg.tar");
-        let data = format!("{rel}\n").repeat(40).into_bytes();
-        std::fs::create_dir_all(pkgdir.join(&rel).parent().expect("parent")).expect("mkdir");
-        std::fs::write(pkgdir.join(&rel), &data).expect("write");
-        let mtime = std::fs::metadata(pkgdir.join(&rel)).expect("stat").mtime();
-        let mut e = binfarm::index::Entry::default();
-        for (k, v) in package_metadata(&cat, &pf, id) {
-            if ![
-                "CATEGORY",
-                "PF",
-                "SLOT",
-                "DESCRIPTION",
-                "repository",
-                "RDEPEND",
-            ]
-            .contains(&k)
-            {
-                e.set(k, v);
-            }
-        }
-        e.set("CPV", format!("{cat}/{pf}"));
-        e.set("PATH", rel.as_str());
-        e.set("REPO", "gentoo");
-        e.set("RDEPEND", "dev-libs/openssl:0/3= dev-libs/a");
-        e.set("REQUIRES", "x86_64: libc.so.6 libssl.so.3");
-        e.set("SIZE", data.len().to_string());
-        e.set("MTIME", mtime.to_string());
-        e.set("MD5", hex::encode(md5::Md5::digest(&data)));
-        e.set("SHA1", hex::encode(sha1::Sha1::digest(&data)));
-        index.entries.push(e);
-    }
-    binfarm::index::write_index_files(pkgdir, &index, 1_700_000_000, true).expect("write index");
-}
-
-#[test]
-fn warm_run_over_10000_packages_stats_only() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let pkgdir = tmp.path();
-    large_indexed_pkgdir(pkgdir, 10_000);
-    let size = std::fs::metadata(pkgdir.join(PACKAGES_FILE))
-        .expect("stat")
-        .len();
-
-    let mut best_cpu = u64::MAX;
-    let mut best_wall = std::time::Duration::MAX;
-    for _ in 0..3 {
-        let (cpu, wall) = (thread_cpu_ns(), Instant::now());
-        // LocalReader fails on these files: any read would show up as a rejection.
-        let warm = update(pkgdir, &IndexOptions::default());
-        best_cpu = best_cpu.min(thread_cpu_ns() - cpu);
-        best_wall = best_wall.min(wall.elapsed());
-        assert_eq!(
-            (
-                warm.reused,
-                warm.added.len(),
-                warm.rejected.len(),
-                warm.written
-            ),
-            (10_000, 0, 0, false),
-            "{warm:?}"
-        );
-    }
-    eprintln!(
-        "warm index of 10000 ({size} bytes Packages), best of 3: {:.1} ms CPU, {best_wall:?} wall",
-        best_cpu as f64 / 1e6
-    );
-    // The budget is for an optimised build; debug builds get a looser bound.
-    let budget_ms = if cfg!(debug_assertions) { 1500 } else { 50 };
-    assert!(
-        best_cpu / 1_000_000 < budget_ms,
-        "warm run used {best_cpu} ns CPU"
-    );
-
-    // Peak memory of a whole `binfarm index` process on the warm PKGDIR.
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_binfarm"));
-    command.arg("index").arg(pkgdir);
-    let (kib, stdout) = vm_hwm_kib_of(&mut command);
-    eprintln!(
-        "binfarm index (warm, 10000): peak RSS {kib} KiB; {}",
-        stdout.trim()
-    );
-    assert!(stdout.contains("10000 packages (10000 reused"), "{stdout}");
-    assert!(kib < 100 * 1024, "peak RSS {kib} KiB");
-}
-
 #[test]
 fn cold_run_reads_and_hashes_on_threads() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -594,7 +405,7 @@ fn cold_run_reads_and_hashes_on_threads() {
     let mut texts = Vec::new();
     for threads in [1, 2] {
         let _ = std::fs::remove_file(pkgdir.join(PACKAGES_FILE));
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let report = update(
             pkgdir,
             &IndexOptions {
@@ -618,5 +429,60 @@ fn cold_run_reads_and_hashes_on_threads() {
     assert_eq!(
         texts[0].iter().filter(|l| l.starts_with("CPV: ")).count(),
         300
+    );
+}
+
+#[test]
+fn with_a_keyring_only_packages_with_good_signatures_are_indexed() {
+    let farm = common::signing_key();
+    let rogue = common::rogue_key();
+    let farm_key = SigningKey::from_armored_file(&farm.secret_key_file, None).expect("farm key");
+    let rogue_key = SigningKey::from_armored_file(&rogue.secret_key_file, None).expect("rogue key");
+    let keyring = Keyring::load(&farm.public_key_file).expect("keyring");
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pkgdir = tmp.path();
+    let signed_with = |pn: &str, key: Option<&SigningKey>| {
+        let pf = format!("{pn}-1");
+        let meta = package_metadata("app-misc", &pf, 1);
+        let pairs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let rel = format!("app-misc/{pn}/{pf}-1.gpkg.tar");
+        write_signed_gpkg(&pkgdir.join(&rel), &pairs, key);
+        rel
+    };
+    let good = signed_with("good", Some(&farm_key));
+    let foreign = signed_with("foreign", Some(&rogue_key));
+    let unsigned = signed_with("unsigned", None);
+
+    let options = IndexOptions {
+        keyring: Some(&keyring),
+        ..IndexOptions::default()
+    };
+    let report = update(pkgdir, &options);
+    assert_eq!(report.added, std::slice::from_ref(&good), "{report:?}");
+    let rejected: Vec<&str> = report.rejected.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        rejected,
+        [foreign.as_str(), unsigned.as_str()],
+        "{report:?}"
+    );
+    assert!(report.rejected.iter().all(|r| !r.reason.is_empty()));
+    let index = read_index(pkgdir);
+    assert_eq!(index.entries.len(), 1);
+    assert_eq!(index.entries[0].path(), good);
+
+    // Warm: the good one is reused; the others are checked (and left out) again.
+    let report = update(pkgdir, &options);
+    assert_eq!(
+        (report.reused, report.rejected.len(), report.written),
+        (1, 2, false)
+    );
+
+    // Without a keyring nothing is checked: all three are indexed.
+    let report = update(pkgdir, &IndexOptions::default());
+    assert_eq!(
+        (report.entries, report.rejected.len()),
+        (3, 0),
+        "{report:?}"
     );
 }

@@ -3,8 +3,11 @@
 //! `emaint binhost --fix` and by `binfarm::index`, must give the same file, TIMESTAMP
 //! aside; Portage must find our index current; warm runs must not rewrite it.
 //!
-//! Self-contained: it sets up Portage the "ROOT layout" way (see the reference notes)
-//! from the venv in BINFARM_VENV (default `<crate>/.venv`).
+//! The first test is self-contained: it sets up Portage the "ROOT layout" way from the
+//! venv in BINFARM_VENV (default `<crate>/.venv`). The signed-tree test uses the shared
+//! cached fixture builds and keys of tests/common.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -12,12 +15,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use binfarm::binpkg::Metadata;
-use binfarm::index::{
-    update_pkgdir_using, IndexOptions, MetadataSource, PackagesIndex, PACKAGES_FILE,
-    PACKAGES_GZ_FILE,
-};
-use binfarm::sign::Keyring;
+use binfarm::binpkg;
+use binfarm::index::{update_pkgdir, IndexOptions, PackagesIndex, PACKAGES_FILE, PACKAGES_GZ_FILE};
+use binfarm::profile::BinpkgFormat;
+use binfarm::sign::{Keyring, SigningKey};
 
 fn venv() -> PathBuf {
     std::env::var_os("BINFARM_VENV")
@@ -236,95 +237,6 @@ impl Machine {
     }
 }
 
-/// Reads metadata straight from gpkg and xpak files (what `binpkg::read` returns),
-/// kept here so this test does not depend on the binpkg module's progress.
-struct LocalReader;
-
-impl MetadataSource for LocalReader {
-    fn metadata(&self, path: &Path, keyring: Option<&Keyring>) -> Result<Metadata, String> {
-        assert!(keyring.is_none(), "this reader does not check signatures");
-        let name = path.to_string_lossy();
-        if name.ends_with(".gpkg.tar") {
-            read_gpkg_metadata(path).map_err(|e| format!("{}: {e}", path.display()))
-        } else {
-            read_xpak_metadata(path).map_err(|e| format!("{}: {e}", path.display()))
-        }
-    }
-}
-
-fn add_metadata_value(metadata: &mut Metadata, key: &str, bytes: Vec<u8>) {
-    match String::from_utf8(bytes) {
-        Ok(mut text) if !key.ends_with(".bz2") => {
-            if text.ends_with('\n') {
-                text.pop();
-            }
-            metadata.text.insert(key.to_owned(), text);
-        }
-        _ => metadata.binary_keys.push(key.to_owned()),
-    }
-}
-
-fn read_gpkg_metadata(path: &Path) -> std::io::Result<Metadata> {
-    let mut outer = tar::Archive::new(File::open(path)?);
-    for member in outer.entries()? {
-        let member = member?;
-        let name = member.path()?.to_string_lossy().into_owned();
-        if !name.ends_with("/metadata.tar.zst") {
-            continue;
-        }
-        let mut inner = tar::Archive::new(zstd::Decoder::new(member)?);
-        let mut metadata = Metadata::default();
-        for file in inner.entries()? {
-            let mut file = file?;
-            let inner_name = file.path()?.to_string_lossy().into_owned();
-            let Some(key) = inner_name.strip_prefix("metadata/") else {
-                continue;
-            };
-            if key.is_empty() || !file.header().entry_type().is_file() {
-                continue;
-            }
-            let key = key.to_owned();
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes)?;
-            add_metadata_value(&mut metadata, &key, bytes);
-        }
-        return Ok(metadata);
-    }
-    Err(std::io::Error::other("no metadata.tar.zst member"))
-}
-
-fn be32(b: &[u8]) -> usize {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
-}
-
-fn read_xpak_metadata(path: &Path) -> std::io::Result<Metadata> {
-    let data = std::fs::read(path)?;
-    let bad = || std::io::Error::other("not an xpak");
-    if data.len() < 8 || &data[data.len() - 4..] != b"STOP" {
-        return Err(bad());
-    }
-    let xpak_len = be32(&data[data.len() - 8..]);
-    let start = data.len().checked_sub(8 + xpak_len).ok_or_else(bad)?;
-    let xpak = &data[start..data.len() - 8];
-    if !xpak.starts_with(b"XPAKPACK") || xpak.len() < 16 {
-        return Err(bad());
-    }
-    let index_len = be32(&xpak[8..]);
-    let index = &xpak[16..16 + index_len];
-    let values = &xpak[16 + index_len..];
-    let mut metadata = Metadata::default();
-    let mut at = 0;
-    while at < index.len() {
-        let name_len = be32(&index[at..]);
-        let name = String::from_utf8_lossy(&index[at + 4..at + 4 + name_len]).into_owned();
-        let offset = be32(&index[at + 4 + name_len..]);
-        let len = be32(&index[at + 8 + name_len..]);
-        add_metadata_value(&mut metadata, &name, values[offset..offset + len].to_vec());
-        at += 12 + name_len;
-    }
-    Ok(metadata)
-}
-
 fn copy_tree(from: &Path, to: &Path) {
     let status = Command::new("cp")
         .arg("-a")
@@ -401,6 +313,13 @@ fn mtime(path: &Path) -> i64 {
 /// Checks binfarm's index in `ours` against emaint's in `theirs` and that Portage
 /// considers ours current.
 fn assert_same_index(machine: &Machine, ours: &Path, theirs: &Path) {
+    let pkgdir = ours.to_string_lossy().into_owned();
+    let check = || machine.run(&["emaint", "binhost", "--check"], &[("PKGDIR", &pkgdir)]);
+    assert_same_index_with(ours, theirs, check);
+}
+
+/// Same, with the way to run `emaint binhost --check` on `ours`.
+fn assert_same_index_with(ours: &Path, theirs: &Path, emaint_check: impl Fn() -> String) {
     let our_text = read(&ours.join(PACKAGES_FILE));
     let their_text = read(&theirs.join(PACKAGES_FILE));
     assert_eq!(
@@ -429,8 +348,7 @@ fn assert_same_index(machine: &Machine, ours: &Path, theirs: &Path) {
     assert_eq!(mtime(&ours.join(PACKAGES_FILE)), timestamp);
     assert_eq!(mtime(&ours.join(PACKAGES_GZ_FILE)), timestamp);
     // Portage's own consistency check accepts our index as up to date.
-    let pkgdir = ours.to_string_lossy().into_owned();
-    let check = machine.run(&["emaint", "binhost", "--check"], &[("PKGDIR", &pkgdir)]);
+    let check = emaint_check();
     assert!(
         !check.contains("is not in Packages") && !check.contains("timestamp"),
         "emaint --check on our index:\n{check}"
@@ -480,7 +398,7 @@ fn index_matches_emaint_binhost_fix() {
         header_overrides: profile_header(&read(&theirs.join(PACKAGES_FILE))),
         ..IndexOptions::default()
     };
-    let report = update_pkgdir_using(&ours, &options, &LocalReader).expect("index");
+    let report = update_pkgdir(&ours, &options).expect("index");
     assert_eq!(report.entries, 5, "{report:?}");
     assert_eq!(report.added.len(), 5);
     assert!(report.rejected.is_empty(), "{report:?}");
@@ -494,14 +412,14 @@ fn index_matches_emaint_binhost_fix() {
 
     // Warm: nothing changed, nothing read, nothing written (emaint's own index too).
     let before = read(&ours.join(PACKAGES_FILE));
-    let report = update_pkgdir_using(&ours, &options, &LocalReader).expect("index");
+    let report = update_pkgdir(&ours, &options).expect("index");
     assert_eq!(
         (report.reused, report.added.len(), report.written),
         (5, 0, false)
     );
     assert_eq!(read(&ours.join(PACKAGES_FILE)), before);
     let theirs_before = read(&theirs.join(PACKAGES_FILE));
-    let report = update_pkgdir_using(&theirs, &options, &LocalReader).expect("index");
+    let report = update_pkgdir(&theirs, &options).expect("index");
     assert_eq!((report.reused, report.written), (5, false), "{report:?}");
     assert_eq!(read(&theirs.join(PACKAGES_FILE)), theirs_before);
 
@@ -528,7 +446,7 @@ fn index_matches_emaint_binhost_fix() {
         );
     }
     machine.run(&["emaint", "binhost", "--fix"], &[("PKGDIR", &theirs_s)]);
-    let report = update_pkgdir_using(&ours, &options, &LocalReader).expect("index");
+    let report = update_pkgdir(&ours, &options).expect("index");
     assert_eq!(report.entries, 5, "{report:?}");
     assert_eq!(report.reused, 3, "{report:?}");
     let mut added = report.added.clone();
@@ -542,4 +460,103 @@ fn index_matches_emaint_binhost_fix() {
     );
     assert_eq!(report.removed, ["app-misc/plain/plain-2.1-r1-1.gpkg.tar"]);
     assert_same_index(&machine, &ours, &theirs);
+}
+
+/// Runs a Portage command in a fixture build root; panics with its output on failure.
+fn run_in_root(root: &binfarm::worker::BuildRoot, args: &[&str], env: &[(&str, &str)]) -> String {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let out = root
+        .portage_command(args[0], &args[1..], &env)
+        .output()
+        .expect("Portage command runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn signed_tree_with_signatures_required_matches_emaint() {
+    let signed = common::build_fixture(
+        "x86-64-v3",
+        &["app-misc/hello", "app-misc/greeter"],
+        true,
+        BinpkgFormat::Gpkg,
+    );
+    let unsigned =
+        common::build_fixture("x86-64-v3", &["app-misc/hello"], false, BinpkgFormat::Gpkg);
+    let xpak = common::build_fixture("x86-64-v3", &["app-misc/hello"], false, BinpkgFormat::Xpak);
+    let key = signed.key.clone().expect("signed build has a key");
+    let rogue = SigningKey::from_armored_file(&common::rogue_key().secret_key_file, None)
+        .expect("rogue key");
+
+    // Portage's signed packages, plus what a node must never get: a copy signed by a
+    // foreign key, an unsigned gpkg, an xpak.
+    let work = common::tempdir();
+    let base = work.path().join("base");
+    copy_tree(&signed.pkgdir, &base);
+    let hello = base.join("app-misc/hello");
+    binpkg::restamp_and_sign(
+        &hello.join("hello-1.0-1.gpkg.tar"),
+        &hello.join("hello-1.0-5.gpkg.tar"),
+        5,
+        &rogue,
+    )
+    .expect("foreign-signed copy");
+    std::fs::copy(
+        unsigned.pkgdir.join("app-misc/hello/hello-1.0-1.gpkg.tar"),
+        hello.join("hello-1.0-6.gpkg.tar"),
+    )
+    .expect("copy unsigned");
+    std::fs::copy(
+        xpak.pkgdir.join("app-misc/hello/hello-1.0-1.xpak"),
+        hello.join("hello-1.0-8.xpak"),
+    )
+    .expect("copy xpak");
+    remove_index(&base);
+    let theirs = work.path().join("theirs");
+    let ours = work.path().join("ours");
+    copy_tree(&base, &theirs);
+    copy_tree(&base, &ours);
+
+    // Portage with signatures required (what a node enforces) indexes only the good ones.
+    let required = "binpkg-request-signature";
+    let theirs_s = theirs.to_string_lossy().into_owned();
+    run_in_root(
+        &signed.root,
+        &["emaint", "binhost", "--fix"],
+        &[("PKGDIR", &theirs_s), ("FEATURES", required)],
+    );
+    let keyring = Keyring::load(&key.public_key_file).expect("keyring");
+    let options = IndexOptions {
+        keyring: Some(&keyring),
+        header_overrides: profile_header(&read(&theirs.join(PACKAGES_FILE))),
+        ..IndexOptions::default()
+    };
+    let report = update_pkgdir(&ours, &options).expect("index");
+    assert_eq!(report.entries, 3, "{report:?}");
+    let rejected: Vec<&str> = report.rejected.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        rejected,
+        [
+            "app-misc/hello/hello-1.0-5.gpkg.tar",
+            "app-misc/hello/hello-1.0-6.gpkg.tar",
+            "app-misc/hello/hello-1.0-8.xpak"
+        ],
+        "{report:?}"
+    );
+    let ours_s = ours.to_string_lossy().into_owned();
+    assert_same_index_with(&ours, &theirs, || {
+        run_in_root(
+            &signed.root,
+            &["emaint", "binhost", "--check"],
+            &[("PKGDIR", &ours_s), ("FEATURES", required)],
+        )
+    });
 }

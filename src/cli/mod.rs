@@ -26,8 +26,11 @@ pub fn init_logging() {
 
 pub fn pkg_inspect(file: &Path, json: bool) -> Result<ExitCode> {
     let pkg = binpkg::read(file)?;
+    let contents = binpkg::contents(file)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&pkg)?);
+        let mut value = serde_json::to_value(&pkg)?;
+        value["contents"] = serde_json::to_value(&contents)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("file: {}", file.display());
@@ -52,6 +55,18 @@ pub fn pkg_inspect(file: &Path, json: bool) -> Result<ExitCode> {
     }
     for key in &pkg.metadata.binary_keys {
         println!("  {key}: (binary)");
+    }
+    println!("contents:");
+    for entry in &contents {
+        let link = entry
+            .link_target
+            .as_deref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
+        println!(
+            "  {:?} {:04o} {:>10}  {}{link}",
+            entry.kind, entry.mode, entry.size, entry.path
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -133,7 +148,11 @@ pub fn index(pkgdir: &Path, keyring_path: Option<&Path>, flags: &IndexFlags) -> 
             report.added.len(),
             report.removed.len(),
             report.rejected.len(),
-            if report.written { "written" } else { "unchanged" }
+            if report.written {
+                "written"
+            } else {
+                "unchanged"
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -163,5 +182,25 @@ pub fn ftp_publish(
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(target.publish_tree(tree, remote_dir))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bench_schedule(steps: usize, workers: usize, seed: Option<u64>) -> Result<ExitCode> {
+    let mut config = crate::plan::bench::ScheduleBenchConfig {
+        steps,
+        workers,
+        ..Default::default()
+    };
+    if let Some(seed) = seed {
+        config.seed = seed;
+    }
+    let report = crate::plan::bench::bench_schedule(&config)?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bench_rollout() -> Result<ExitCode> {
+    let report = crate::rollout::bench::bench_rollout()?;
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,7 @@
 
 pub mod depstr;
 pub mod packages;
+mod quick;
 pub mod update;
 mod write;
 

@@ -4,11 +4,12 @@
 //! its MD5 and SHA1) keeps that entry: one `lstat` per file, no reading. Other files are
 //! read (metadata, signature when a keyring is given) and hashed, on several threads.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -16,6 +17,7 @@ use md5::Digest;
 
 use super::depstr;
 use super::packages::{is_allowed_entry_key, Entry, PackagesIndex, VERSION};
+use super::quick::{self, EntryKeys};
 use super::write::{gz_is_consistent, write_index_files, PACKAGES_FILE, PACKAGES_GZ_FILE};
 use super::IndexError;
 use crate::binpkg::{self, Metadata};
@@ -140,29 +142,86 @@ pub fn update_pkgdir_using(
     options: &IndexOptions<'_>,
     source: &dyn MetadataSource,
 ) -> Result<IndexReport, IndexError> {
-    let mut report = IndexReport::default();
-    let index_path = pkgdir.join(PACKAGES_FILE);
-    let previous = match PackagesIndex::read(&index_path) {
-        Ok(index) => Some(index),
-        Err(IndexError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            report.previous_index_problem = Some(e.to_string());
-            None
-        }
-    };
+    update(pkgdir, options, source, None)
+}
 
-    let found = scan_pkgdir(pkgdir)?;
+/// Reads the index file; None when there is none.
+fn read_index_text(path: &Path) -> Result<Option<String>, IndexError> {
+    match std::fs::read(path) {
+        // Portage reads with errors="replace": stray bytes do not stop it either.
+        Ok(bytes) => Ok(Some(match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IndexError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The update; `unusable_index` says the existing index was found broken (so it is
+/// ignored, and everything is read).
+fn update(
+    pkgdir: &Path,
+    options: &IndexOptions<'_>,
+    source: &dyn MetadataSource,
+    unusable_index: Option<String>,
+) -> Result<IndexReport, IndexError> {
+    let started = std::time::Instant::now();
+    let index_path = pkgdir.join(PACKAGES_FILE);
+    let index_path_gz = pkgdir.join(PACKAGES_GZ_FILE);
+    let mut report = IndexReport {
+        previous_index_problem: unusable_index.clone(),
+        ..IndexReport::default()
+    };
+    let text = match unusable_index {
+        Some(_) => None,
+        None => read_index_text(&index_path)?,
+    };
+    // The quick pass suffices when nothing changed; otherwise the full parse is needed.
+    let quick = text.as_deref().and_then(quick::scan);
+    let parsed_early = match (&text, &quick) {
+        (Some(text), None) => match PackagesIndex::parse(text, &index_path) {
+            Ok(index) => Some(index),
+            Err(e) => return update(pkgdir, options, source, Some(e.to_string())),
+        },
+        _ => None,
+    };
+    let old_keys: Vec<EntryKeys<'_>> = match (&quick, &parsed_early) {
+        (Some(q), _) => q.entries.clone(),
+        (None, Some(index)) => index.entries.iter().map(EntryKeys::of).collect(),
+        (None, None) => Vec::new(),
+    };
+    let old_header: Option<Vec<(&str, &str)>> = match (&quick, &parsed_early) {
+        (Some(q), _) => Some(q.header.clone()),
+        (None, Some(index)) => Some(
+            index
+                .header
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        ),
+        (None, None) => None,
+    };
+    let old_timestamp: Option<u64> = old_header
+        .as_ref()
+        .and_then(|h| h.iter().find(|(k, _)| *k == "TIMESTAMP"))
+        .and_then(|(_, v)| v.parse().ok());
+    tracing::debug!(elapsed = ?started.elapsed(), "read the existing index");
+
+    let found = scan_pkgdir(pkgdir, options.threads)?;
+    tracing::debug!(elapsed = ?started.elapsed(), files = found.len(), "scanned PKGDIR");
 
     // Existing entries by PATH; Portage's old layout without PATH means `<CPV>.tbz2`.
-    let mut by_path: HashMap<String, Vec<usize>> = HashMap::new();
-    if let Some(prev) = &previous {
-        for (i, entry) in prev.entries.iter().enumerate() {
-            let path = match entry.get("PATH").filter(|p| !p.is_empty()) {
-                Some(p) => p.to_owned(),
-                None => format!("{}.tbz2", entry.cpv()),
-            };
-            by_path.entry(path).or_default().push(i);
-        }
+    let mut by_path: HashMap<Cow<'_, str>, Vec<usize>> = HashMap::with_capacity(old_keys.len());
+    for (i, keys) in old_keys.iter().enumerate() {
+        let path = match keys.path.filter(|p| !p.is_empty()) {
+            Some(p) => Cow::Borrowed(p),
+            None => Cow::Owned(format!("{}.tbz2", keys.cpv)),
+        };
+        by_path.entry(path).or_default().push(i);
     }
 
     // (entry number in the existing index, path the file was found under)
@@ -177,16 +236,14 @@ pub fn update_pkgdir_using(
             continue;
         }
         let reusable = (!options.reindex_all)
-            .then(|| by_path.get(&file.rel))
+            .then(|| by_path.get(file.rel.as_str()))
             .flatten()
             .and_then(|candidates| {
-                let prev = previous.as_ref()?;
                 candidates.iter().copied().find(|&i| {
-                    let e = &prev.entries[i];
-                    e.get("MTIME").and_then(|m| m.parse::<i64>().ok()) == Some(file.mtime)
-                        && e.get("SIZE").and_then(|s| s.parse::<u64>().ok()) == Some(file.size)
-                        && e.get("MD5").is_some_and(|v| !v.is_empty())
-                        && e.get("SHA1").is_some_and(|v| !v.is_empty())
+                    let keys = &old_keys[i];
+                    keys.hashed
+                        && keys.mtime.and_then(|m| m.parse::<i64>().ok()) == Some(file.mtime)
+                        && keys.size.and_then(|s| s.parse::<u64>().ok()) == Some(file.size)
                 })
             });
         match reusable {
@@ -194,35 +251,50 @@ pub fn update_pkgdir_using(
             None => to_read.push(file),
         }
     }
+    report.rejected.sort_by(|a, b| a.path.cmp(&b.path));
 
     // Old entries keep their order (Portage keeps its index order for them); new ones
     // follow, by CPV then BUILD_ID, and the writer's stable sort by CPV interleaves them.
     reused_slots.sort_unstable();
-    let header = compose_header(previous.as_ref(), options);
-    let index_path_gz = pkgdir.join(PACKAGES_GZ_FILE);
+    let old_header_map: Option<BTreeMap<String, String>> = old_header.as_ref().map(|h| {
+        h.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    });
+    let header = compose_header(old_header_map.as_ref(), options);
 
     // Fast path of a warm run: every old entry still matches its file, nothing to read.
-    if let Some(prev) = &previous {
+    if let Some(old_header) = &old_header_map {
         let all_current = to_read.is_empty()
-            && reused_slots.len() == prev.entries.len()
+            && reused_slots.len() == old_keys.len()
             && reused_slots
                 .iter()
-                .all(|&(i, rel)| prev.entries[i].get("PATH") == Some(rel))
-            && significant_header(&prev.header) == significant_header(&header);
+                .all(|&(i, rel)| old_keys[i].path == Some(rel))
+            && significant_header(old_header) == significant_header(&header);
         if all_current
             && !options.force_write
             && gz_is_consistent(&index_path, &index_path_gz, !options.no_compress)?
         {
-            report.entries = prev.entries.len();
-            report.reused = prev.entries.len();
-            report.rejected.sort_by(|a, b| a.path.cmp(&b.path));
-            report.timestamp = previous_timestamp(prev);
+            report.entries = old_keys.len();
+            report.reused = old_keys.len();
+            report.timestamp = old_timestamp;
+            tracing::debug!(elapsed = ?started.elapsed(), "index is current");
             return Ok(report);
         }
     }
 
+    // Something changed: the old entries are needed in full.
+    let parsed_late = match (&text, &parsed_early) {
+        (Some(text), None) => match PackagesIndex::parse(text, &index_path) {
+            Ok(index) => Some(index),
+            Err(e) => return update(pkgdir, options, source, Some(e.to_string())),
+        },
+        _ => None,
+    };
+    let previous: Option<&PackagesIndex> = parsed_early.as_ref().or(parsed_late.as_ref());
+
     let mut entries: Vec<Entry> = Vec::with_capacity(reused_slots.len() + to_read.len());
-    if let Some(prev) = &previous {
+    if let Some(prev) = previous {
         for &(i, rel) in &reused_slots {
             let mut entry = prev.entries[i].clone();
             entry.fields.retain(|k, _| is_allowed_entry_key(k));
@@ -245,7 +317,9 @@ pub fn update_pkgdir_using(
     }
     report.reused = reused_slots.len();
 
+    tracing::debug!(elapsed = ?started.elapsed(), to_read = to_read.len(), "matched files to entries");
     let results = read_packages(pkgdir, &to_read, options, source);
+    tracing::debug!(elapsed = ?started.elapsed(), "read new packages");
     let mut new_entries = Vec::new();
     for (file, result) in to_read.iter().zip(results) {
         match result {
@@ -272,12 +346,10 @@ pub fn update_pkgdir_using(
     let index = PackagesIndex { header, entries };
     report.entries = index.entries.len();
 
-    let unchanged = previous
-        .as_ref()
-        .is_some_and(|prev| same_content(prev, &index))
+    let unchanged = previous.is_some_and(|prev| same_content(prev, &index))
         && gz_is_consistent(&index_path, &index_path_gz, !options.no_compress)?;
     if unchanged && !options.force_write {
-        report.timestamp = previous.as_ref().and_then(previous_timestamp);
+        report.timestamp = old_timestamp;
         return Ok(report);
     }
 
@@ -285,18 +357,15 @@ pub fn update_pkgdir_using(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let timestamp = match previous.as_ref().and_then(previous_timestamp) {
+    let timestamp = match old_timestamp {
         Some(t) if t >= now => t + 1,
         _ => now,
     };
     write_index_files(pkgdir, &index, timestamp, !options.no_compress)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "wrote the index");
     report.written = true;
     report.timestamp = Some(timestamp);
     Ok(report)
-}
-
-fn previous_timestamp(index: &PackagesIndex) -> Option<u64> {
-    index.header.get("TIMESTAMP").and_then(|t| t.parse().ok())
 }
 
 /// Header keys that make a difference: all but TIMESTAMP and PACKAGES, and not empty.
@@ -334,11 +403,10 @@ fn same_content(old: &PackagesIndex, new: &PackagesIndex) -> bool {
 
 /// Header from the existing index, updated the way Portage updates it.
 fn compose_header(
-    previous: Option<&PackagesIndex>,
+    previous: Option<&BTreeMap<String, String>>,
     options: &IndexOptions<'_>,
 ) -> BTreeMap<String, String> {
-    let mut header: BTreeMap<String, String> =
-        previous.map(|p| p.header.clone()).unwrap_or_default();
+    let mut header: BTreeMap<String, String> = previous.cloned().unwrap_or_default();
     header.remove("TIMESTAMP");
     header.remove("PACKAGES");
     for (key, value) in &options.header_overrides {
@@ -360,48 +428,93 @@ fn compose_header(
     header
 }
 
-/// Every package file under `pkgdir` (regular files only, as Portage's lstat check),
-/// in no particular order.
-fn scan_pkgdir(pkgdir: &Path) -> Result<Vec<Found>, IndexError> {
+/// How many worker threads to use for `jobs` pieces of work.
+fn thread_count(requested: usize, jobs: usize) -> usize {
+    let wanted = match requested {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    wanted.clamp(1, jobs.max(1))
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Every package file under `pkgdir`, in no particular order: regular files only
+/// (Portage lstat's and skips the rest), symlinked directories not followed, names that
+/// are not UTF-8 skipped. The directories below the top are shared among threads:
+/// directory reads dominate a warm run.
+fn scan_pkgdir(pkgdir: &Path, threads: usize) -> Result<Vec<Found>, IndexError> {
     let mut found = Vec::new();
-    for item in walkdir::WalkDir::new(pkgdir).follow_links(false) {
-        let item = item.map_err(|e| {
-            let path = e.path().map_or_else(|| pkgdir.to_owned(), Path::to_owned);
-            IndexError::Io {
-                path,
-                source: e
-                    .into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other("directory loop")),
+    let mut top_dirs = Vec::new();
+    scan_dir(pkgdir, "", &mut found, &mut top_dirs)?;
+    let next = AtomicUsize::new(0);
+    let walk_share = || -> Result<Vec<Found>, IndexError> {
+        let mut files = Vec::new();
+        let mut pending = Vec::new();
+        while let Some((dir, rel)) = top_dirs.get(next.fetch_add(1, Ordering::Relaxed)) {
+            scan_dir(dir, rel, &mut files, &mut pending)?;
+            while let Some((dir, rel)) = pending.pop() {
+                scan_dir(&dir, &rel, &mut files, &mut pending)?;
             }
-        })?;
-        if !item.file_type().is_file() {
-            continue;
         }
-        let Some(name) = item.file_name().to_str() else {
-            continue;
-        };
-        let Some((kind, _)) = FileKind::of(name) else {
-            continue;
-        };
-        let Ok(rel) = item.path().strip_prefix(pkgdir) else {
-            continue;
-        };
-        // Portage skips names that are not UTF-8.
-        let Some(rel) = rel.to_str() else { continue };
-        let meta = item.metadata().map_err(|e| IndexError::Io {
-            path: item.path().to_owned(),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("metadata")),
-        })?;
-        found.push(Found {
-            rel: rel.to_owned(),
-            kind,
-            size: meta.len(),
-            mtime: meta.mtime(),
+        Ok(files)
+    };
+    let shares: Vec<std::thread::Result<Result<Vec<Found>, IndexError>>> =
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (1..thread_count(threads, top_dirs.len()))
+                .map(|_| scope.spawn(walk_share))
+                .collect();
+            let mut shares = vec![Ok(walk_share())];
+            shares.extend(workers.into_iter().map(|w| w.join()));
+            shares
         });
+    for share in shares {
+        match share {
+            Ok(files) => found.extend(files?),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
     Ok(found)
+}
+
+/// Lists one directory: package files into `files`, subdirectories into `dirs`.
+fn scan_dir(
+    dir: &Path,
+    rel: &str,
+    files: &mut Vec<Found>,
+    dirs: &mut Vec<(PathBuf, String)>,
+) -> Result<(), IndexError> {
+    for item in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let item = item.map_err(io_error(dir))?;
+        let file_type = item.file_type().map_err(io_error(&item.path()))?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let child_rel = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if file_type.is_dir() {
+            dirs.push((item.path(), child_rel));
+        } else if file_type.is_file() {
+            let Some((kind, _)) = FileKind::of(name) else {
+                continue;
+            };
+            let meta = item.metadata().map_err(io_error(&item.path()))?;
+            files.push(Found {
+                rel: child_rel,
+                kind,
+                size: meta.len(),
+                mtime: meta.mtime(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads and hashes `files` on worker threads; results are in the order of `files`.
@@ -411,11 +524,10 @@ fn read_packages(
     options: &IndexOptions<'_>,
     source: &dyn MetadataSource,
 ) -> Vec<Result<Entry, String>> {
-    let threads = match options.threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
+    if files.is_empty() {
+        return Vec::new();
     }
-    .clamp(1, files.len().max(1));
+    let threads = thread_count(options.threads, files.len());
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<Entry, String>>>> =
         Mutex::new((0..files.len()).map(|_| None).collect());
