@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use binfarm::publish::cli as publish_cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -147,6 +148,31 @@ enum Command {
     /// Plan upgrades of production farms: one member per farm at a time.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Point a channel (default stable) at a snapshot (default: what testing points at).
+    Promote(publish_cli::PromoteArgs),
+    /// Move a channel back to the snapshot it pointed at before its last move.
+    Rollback(publish_cli::RollbackArgs),
+    /// Snapshots: list, diff, import.
+    #[command(subcommand)]
+    Snapshots(SnapshotsCommand),
+    /// Publish a channel's local mirror tree again (after a failed or killed publish).
+    Publish(publish_cli::SyncArgs),
+    /// Re-sign the snapshot a channel points at with the current key (new BUILD_IDs).
+    Resign(publish_cli::ResignArgs),
+    /// Remove snapshots, blobs and mirror files retention no longer keeps.
+    Gc(publish_cli::GcArgs),
+    /// Print the shell script that configures a production node for a profile's channel.
+    ClientConfig(publish_cli::ClientConfigArgs),
+}
+
+#[derive(Subcommand)]
+enum SnapshotsCommand {
+    /// List snapshots, with the channels pointing at them.
+    List(publish_cli::ListArgs),
+    /// Added, upgraded, downgraded, removed and rebuilt packages from snapshot A to B.
+    Diff(publish_cli::DiffArgs),
+    /// Store signed gpkg files, make a snapshot of them and publish it (default: testing).
+    Import(publish_cli::ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -302,6 +328,11 @@ enum PkgCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Time publishing a snapshot to a local tree whose package files already exist.
+    Publish {
+        #[arg(long, default_value_t = 1000)]
+        packages: usize,
+    },
     /// Time `binfarm index --keyring` (cold and warm) against `emaint binhost --fix`.
     Index {
         /// Number of signed gpkgs to create.
@@ -369,6 +400,24 @@ fn main() -> ExitCode {
         } => binfarm::worker::cli::profile_render(&args).map_err(Into::into),
         Command::Build(args) => binfarm::worker::cli::build(&args).map_err(Into::into),
         Command::Plan(args) => binfarm::worker::cli::plan(&args).map_err(Into::into),
+        Command::Bench(BenchCommand::Publish { packages }) => {
+            print_text(binfarm::publish::bench::bench_publish(packages))
+        }
+        Command::Promote(args) => print_text(publish_cli::promote(&args)),
+        Command::Rollback(args) => print_text(publish_cli::rollback(&args)),
+        Command::Snapshots(SnapshotsCommand::List(args)) => {
+            print_text(publish_cli::snapshots_list(&args))
+        }
+        Command::Snapshots(SnapshotsCommand::Diff(args)) => {
+            print_text(publish_cli::snapshots_diff(&args))
+        }
+        Command::Snapshots(SnapshotsCommand::Import(args)) => {
+            print_text(publish_cli::snapshots_import(&args))
+        }
+        Command::Publish(args) => print_text(publish_cli::publish(&args)),
+        Command::Resign(args) => print_text(publish_cli::resign(&args)),
+        Command::Gc(args) => print_text(publish_cli::gc(&args)),
+        Command::ClientConfig(args) => print_text(publish_cli::client_config(&args)),
         Command::FtpPublish {
             url,
             password_env,
@@ -460,6 +509,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a command's text output.
+fn print_text(result: Result<String, binfarm::publish::PublishError>) -> anyhow::Result<ExitCode> {
+    let text = result?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn admin_client(args: &AdminArgs) -> anyhow::Result<binfarm::cli::farm::AdminClient> {

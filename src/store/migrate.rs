@@ -22,11 +22,18 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: "2026-11-26-000001",
-    name: "initial",
-    sql: include_str!("migrations/2026-11-26-000001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: "2026-11-26-000001",
+        name: "initial",
+        sql: include_str!("migrations/2026-11-26-000001_initial.sql"),
+    },
+    Migration {
+        version: "2026-11-26-000002",
+        name: "snapshots",
+        sql: include_str!("migrations/2026-11-26-000002_snapshots.sql"),
+    },
+];
 
 /// The newest schema version this binary knows.
 pub fn latest_version() -> &'static str {

@@ -13,6 +13,7 @@ mod blobs;
 mod db;
 mod farm_binpkgs;
 pub mod migrate;
+mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub use db::{
     WorkerRow,
 };
 pub use farm_binpkgs::{binhost_path, StepAttempt, StoredBinpkg};
+pub use snapshots::{
+    BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
+    RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow,
+};
 
 use crate::plan::RetryPolicy;
 
