@@ -344,6 +344,22 @@ fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
         assert!(lib["finished_at"].as_i64().unwrap() <= greeter["started_at"].as_i64().unwrap());
     }
 
+    // Each finished request was published to its profile's testing channel, served under /mirror.
+    for profile in ["x86-64-v3", "x86-64-v2"] {
+        let index = farm
+            .get(&format!("/mirror/{profile}/testing/Packages"))
+            .expect("testing index served");
+        let index = index.as_str().unwrap_or("").to_owned();
+        assert!(
+            index.contains("CPV: app-misc/greeter-1.0"),
+            "{profile}: {index}"
+        );
+        assert!(
+            index.contains("CPV: dev-libs/libhello-1.0"),
+            "{profile}: {index}"
+        );
+    }
+
     // A second nightly with nothing changed builds nothing.
     let again = farm.nightly("x86-64-v3");
     let r = farm.wait_finished(again, Duration::from_secs(120));

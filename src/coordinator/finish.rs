@@ -98,7 +98,82 @@ pub async fn after_step_change(app: &Arc<Coordinator>, request_id: i64) {
         summary.cached,
         summary.failed.len()
     );
+    if request.state == RequestState::Succeeded {
+        publish(app, &request).await;
+    }
     notify(app, &summary).await;
+}
+
+/// A succeeded request becomes a snapshot published to `testing`: the local mirror tree
+/// first, then every FTP target (blobs first, index last on each).
+async fn publish(app: &Arc<Coordinator>, request: &crate::store::RequestRow) {
+    let profile = match app.profile(&request.profile) {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::error!("request {}: cannot publish: {err}", request.id);
+            return;
+        }
+    };
+    let app2 = app.clone();
+    let request_id = request.id;
+    let published =
+        tokio::task::spawn_blocking(move || -> Result<crate::publish::PublishOutcome, String> {
+            let settings = crate::publish::config::PublishConfig::from_farm(&app2.config);
+            let mut publisher =
+                crate::publish::Publisher::new(app2.store.clone(), settings.mirror_root.clone());
+            publisher.ttl = (settings.ttl > 0).then_some(settings.ttl);
+            publisher.retention = settings.retention.clone();
+            let mut db = app2.store.connect().map_err(|e| e.to_string())?;
+            let options = crate::publish::RequestSnapshotOptions {
+                allow_incomplete: false,
+                note: Some(format!("request {request_id}")),
+            };
+            crate::publish::publish_request(
+                &publisher,
+                &mut db,
+                &profile,
+                request_id,
+                &options,
+                crate::store::unix_now(),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await;
+    let outcome = match published {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(err)) => {
+            tracing::error!("request {request_id}: publishing failed: {err}");
+            return;
+        }
+        Err(err) => {
+            tracing::error!("request {request_id}: publishing task: {err}");
+            return;
+        }
+    };
+    tracing::info!(
+        "request {request_id}: snapshot {} published to {}/{}",
+        outcome.snapshot,
+        outcome.profile,
+        outcome.channel
+    );
+    let tree = app
+        .config
+        .mirror
+        .root
+        .join(&outcome.profile)
+        .join(&outcome.channel);
+    let remote_dir = format!("{}/{}", outcome.profile, outcome.channel);
+    for target in &app.config.ftp {
+        match target.publish_tree(&tree, &remote_dir).await {
+            Ok(report) => tracing::info!(
+                "request {request_id}: ftp {} {remote_dir}: {} uploaded, {} already there",
+                target.host_label(),
+                report.uploaded,
+                report.already_present
+            ),
+            Err(err) => tracing::error!("request {request_id}: ftp {}: {err}", target.host_label()),
+        }
+    }
 }
 
 async fn notify(app: &Arc<Coordinator>, summary: &RequestSummary) {
