@@ -11,4 +11,4 @@ export BINFARM_VENV=${BINFARM_VENV:-$PWD/.venv}
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # Integration tests run real emerge; two at a time suits a 2-core machine.
-cargo test --locked -- --test-threads=2
+cargo test --locked --no-fail-fast -- --test-threads=2

@@ -122,7 +122,7 @@ async fn publish(app: &Arc<Coordinator>, request: &crate::store::RequestRow) {
             let mut publisher =
                 crate::publish::Publisher::new(app2.store.clone(), settings.mirror_root.clone());
             publisher.ttl = (settings.ttl > 0).then_some(settings.ttl);
-            publisher.retention = settings.retention.clone();
+            publisher.retention = settings.retention;
             let mut db = app2.store.connect().map_err(|e| e.to_string())?;
             let options = crate::publish::RequestSnapshotOptions {
                 allow_incomplete: false,
