@@ -129,10 +129,13 @@ fn check_and_sign(
         })?;
         let build_id_u64 = u64::try_from(build_id)
             .map_err(|_| ApiError::Internal(format!("bad BUILD_ID {build_id}")))?;
+        // Not in the blob store's tmp/ (whose stale files any store opener removes).
+        let signing_dir = app.config.state.dir.join("signing");
+        std::fs::create_dir_all(&signing_dir).map_err(|e| ApiError::internal("signing dir", e))?;
         let temp = tempfile::Builder::new()
             .prefix("signing-")
             .suffix(".gpkg.tar")
-            .tempfile_in(blobs.tmp_dir())
+            .tempfile_in(&signing_dir)
             .map_err(|e| ApiError::internal("temp file", e))?;
         crate::binpkg::restamp_and_sign(&unsigned, temp.path(), build_id_u64, &app.signing_key)
             .map_err(|e| ApiError::internal("signing", e))?;

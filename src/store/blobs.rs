@@ -107,11 +107,23 @@ impl BlobStore {
                 path: tmp.clone(),
                 source,
             })?;
-            // Only this module writes here, and only through temp files, so all are stale.
-            fs::remove_file(entry.path()).map_err(|source| BlobError::Setup {
-                path: entry.path(),
-                source,
-            })?;
+            // A writer holds an flock on its temp file for the whole put; the kernel drops it
+            // when the writer dies. So a file we can lock is stale, one we cannot is being
+            // written by a live process (another binfarm command opening the store must not
+            // delete a coordinator's upload in progress).
+            if temp_file_in_use(&entry.path()) {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(BlobError::Setup {
+                        path: entry.path(),
+                        source,
+                    })
+                }
+            }
         }
         Ok(store)
     }
@@ -184,6 +196,10 @@ impl BlobStore {
             .tempfile_in(&tmp_dir)
             .map_err(|source| self.write_error(&tmp_dir, source, 0))?;
         let tmp_path = tmp.path().to_path_buf();
+        // Held until this function returns: marks the temp file as live (see `open`).
+        let _in_use = tmp.as_file().try_clone().ok().and_then(|f| {
+            nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()
+        });
 
         let mut hasher = Sha512::new();
         let mut buf = vec![0u8; WRITE_CHUNK];
@@ -274,5 +290,16 @@ impl BlobStore {
                 source,
             }
         }
+    }
+}
+
+/// True when another live process holds the temp file's lock.
+fn temp_file_in_use(path: &Path) -> bool {
+    let Ok(file) = fs::File::open(path) else {
+        return false;
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(_released_on_drop) => false,
+        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
     }
 }
