@@ -133,7 +133,11 @@ pub fn index(pkgdir: &Path, keyring_path: Option<&Path>, flags: &IndexFlags) -> 
             report.added.len(),
             report.removed.len(),
             report.rejected.len(),
-            if report.written { "written" } else { "unchanged" }
+            if report.written {
+                "written"
+            } else {
+                "unchanged"
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -150,8 +154,10 @@ pub fn mirror(
 }
 
 pub fn bench_index(packages: usize) -> Result<ExitCode> {
-    let _ = packages;
-    anyhow::bail!("binfarm bench index: not implemented yet")
+    let config = crate::bench::index::IndexBenchConfig::new(packages);
+    let report = crate::bench::index::bench_index(&config)?;
+    print!("{report}");
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn ftp_publish(
@@ -167,7 +173,11 @@ pub fn ftp_publish(
 }
 
 pub fn bench_schedule(steps: usize, workers: usize, seed: Option<u64>) -> Result<ExitCode> {
-    let mut config = crate::plan::bench::ScheduleBenchConfig { steps, workers, ..Default::default() };
+    let mut config = crate::plan::bench::ScheduleBenchConfig {
+        steps,
+        workers,
+        ..Default::default()
+    };
     if let Some(seed) = seed {
         config.seed = seed;
     }
