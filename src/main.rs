@@ -420,9 +420,11 @@ fn main() -> ExitCode {
             admin,
         } => admin_client(&admin).and_then(|c| binfarm::cli::farm::logs(&c, step, follow)),
         Command::Bench(BenchCommand::Index { packages }) => binfarm::cli::bench_index(packages),
-        Command::Bench(BenchCommand::Schedule { steps, workers, seed }) => {
-            binfarm::cli::bench_schedule(steps, workers, seed)
-        }
+        Command::Bench(BenchCommand::Schedule {
+            steps,
+            workers,
+            seed,
+        }) => binfarm::cli::bench_schedule(steps, workers, seed),
         Command::Bench(BenchCommand::Rollout) => binfarm::cli::bench_rollout(),
         Command::Rollout(RolloutCommand::Plan {
             inventory,

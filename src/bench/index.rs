@@ -56,7 +56,8 @@ impl IndexBenchConfig {
         let local_or_crate = |rel: &str| {
             let local = PathBuf::from(rel);
             if local.exists() {
-                local
+                // Absolute: the build root links to venv files by this path.
+                std::path::absolute(&local).unwrap_or(local)
             } else {
                 crate_dir.join(rel)
             }
