@@ -4,6 +4,7 @@
 //! Each module owns its types and its error enum.
 
 pub mod atom;
+pub mod bench;
 pub mod binpkg;
 pub mod cli;
 pub mod coordinator;

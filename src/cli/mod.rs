@@ -169,8 +169,10 @@ pub fn mirror(
 }
 
 pub fn bench_index(packages: usize) -> Result<ExitCode> {
-    let _ = packages;
-    anyhow::bail!("binfarm bench index: not implemented yet")
+    let config = crate::bench::index::IndexBenchConfig::new(packages);
+    let report = crate::bench::index::bench_index(&config)?;
+    print!("{report}");
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn ftp_publish(
