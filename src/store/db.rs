@@ -418,7 +418,7 @@ impl Db {
         Ok((journal, busy))
     }
 
-    fn err(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    pub(super) fn err(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |source| StoreError::Sql {
             path: self.path.clone(),
             op,
@@ -427,7 +427,7 @@ impl Db {
     }
 
     /// Run `body` in one IMMEDIATE transaction (write lock taken first); commit on Ok.
-    fn write<T>(
+    pub(super) fn write<T>(
         &mut self,
         op: &'static str,
         body: impl FnOnce(&Transaction<'_>, &QueuePolicy) -> Result<T, StoreError>,

@@ -22,11 +22,7 @@ impl Db {
     /// ones (the latest successful build of the step's fingerprint).
     pub fn request_binpkgs(&self, request_id: i64) -> Result<Vec<StoredBinpkg>, StoreError> {
         let op = "list request binpkgs";
-        let sql_err = |source| StoreError::Sql {
-            path: self.path.clone(),
-            op,
-            source,
-        };
+        let sql_err = self.err(op);
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -41,7 +37,7 @@ impl Db {
                  WHERE s.request_id = ?1 AND s.state IN ('succeeded', 'cached')
                  ORDER BY s.id",
             )
-            .map_err(sql_err)?;
+            .map_err(&sql_err)?;
         let rows = stmt
             .query_map(params![request_id], |row| {
                 Ok((
@@ -51,10 +47,10 @@ impl Db {
                     row.get::<_, i64>(3)?,
                 ))
             })
-            .map_err(sql_err)?;
+            .map_err(&sql_err)?;
         let mut out = Vec::new();
         for row in rows {
-            let (cpv, build_id, sha512, size) = row.map_err(sql_err)?;
+            let (cpv, build_id, sha512, size) = row.map_err(&sql_err)?;
             out.push(StoredBinpkg {
                 path: binhost_path(&cpv, build_id),
                 cpv,
@@ -97,11 +93,7 @@ impl Db {
     /// Every attempt at a step, oldest first.
     pub fn step_attempts(&self, step_id: i64) -> Result<Vec<StepAttempt>, StoreError> {
         let op = "list step attempts";
-        let sql_err = |source| StoreError::Sql {
-            path: self.path.clone(),
-            op,
-            source,
-        };
+        let sql_err = self.err(op);
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -109,7 +101,7 @@ impl Db {
                  FROM step_attempts a JOIN workers w ON w.id = a.worker_id
                  WHERE a.step_id = ?1 ORDER BY a.id",
             )
-            .map_err(sql_err)?;
+            .map_err(&sql_err)?;
         let rows = stmt
             .query_map(params![step_id], |row| {
                 Ok(StepAttempt {
@@ -121,7 +113,7 @@ impl Db {
                     error: row.get(5)?,
                 })
             })
-            .map_err(sql_err)?;
-        rows.collect::<Result<_, _>>().map_err(sql_err)
+            .map_err(&sql_err)?;
+        rows.collect::<Result<_, _>>().map_err(&sql_err)
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::db::{Db, StepState};
 use super::StoreError;
@@ -244,18 +244,9 @@ impl Db {
         body: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
         let path = self.path.clone();
-        let err = |source| StoreError::Sql {
-            path: path.clone(),
-            op,
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let value = body(&tx).map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(value)
+        self.write(op, |tx, _| {
+            body(tx).map_err(|source| StoreError::Sql { path, op, source })
+        })
     }
 
     fn query_list<T, P: rusqlite::Params>(
