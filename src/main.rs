@@ -71,6 +71,8 @@ enum Command {
     Build(binfarm::worker::cli::BuildArgs),
     /// Print the merge list with dependency edges and per-package USE, as JSON.
     Plan(binfarm::worker::cli::PlanArgs),
+    /// Run a Portage program (emerge, ebuild, egencache, ...) in a profile's root on this host.
+    Portage(binfarm::worker::cli::PortageArgs),
     /// Make a directory on an FTP server mirror a local mirror tree (blobs first, index
     /// last, by temporary name + rename; resumable). Prints the report as JSON.
     FtpPublish {
@@ -400,6 +402,7 @@ fn main() -> ExitCode {
         } => binfarm::worker::cli::profile_render(&args).map_err(Into::into),
         Command::Build(args) => binfarm::worker::cli::build(&args).map_err(Into::into),
         Command::Plan(args) => binfarm::worker::cli::plan(&args).map_err(Into::into),
+        Command::Portage(args) => binfarm::worker::cli::portage(&args).map_err(Into::into),
         Command::Bench(BenchCommand::Publish { packages }) => {
             print_text(binfarm::publish::bench::bench_publish(packages))
         }
