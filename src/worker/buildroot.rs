@@ -84,19 +84,8 @@ impl BuildRoot {
         dir: &Path,
         options: &BuildRootOptions,
     ) -> Result<BuildRoot, WorkerError> {
-        let dir = std::path::absolute(dir).map_err(|source| WorkerError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let rendered = profile::render(profile, &render_settings(options), &dir)?;
-        let root = BuildRoot {
-            profile: profile.clone(),
-            dir,
-            mode: options.mode.clone(),
-            venv: options.venv.clone(),
-            binpkg_format: rendered.binpkg_format,
-            paths: rendered.paths,
-        };
+        let root = Self::layout(profile, dir, options)?;
+        profile::render(profile, &render_settings(options), &root.dir)?;
         root.create_dirs()?;
         Ok(root)
     }
@@ -109,28 +98,34 @@ impl BuildRoot {
         dir: &Path,
         options: &BuildRootOptions,
     ) -> Result<BuildRoot, WorkerError> {
+        let root = Self::layout(profile, dir, options)?;
+        let make_conf = root.host_path(&root.paths.config_root.join("etc/portage/make.conf"));
+        if !make_conf.is_file() {
+            profile::render(profile, &render_settings(options), &root.dir)?;
+        }
+        root.create_dirs()?;
+        Ok(root)
+    }
+
+    /// The root's paths, without touching the disk.
+    fn layout(
+        profile: &Profile,
+        dir: &Path,
+        options: &BuildRootOptions,
+    ) -> Result<BuildRoot, WorkerError> {
         let dir = std::path::absolute(dir).map_err(|source| WorkerError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        let settings = render_settings(options);
-        let paths = profile::render::RenderedPaths::for_dir(&settings, &dir);
-        let root = BuildRoot {
+        let paths = profile::render::RenderedPaths::for_dir(&render_settings(options), &dir);
+        Ok(BuildRoot {
             profile: profile.clone(),
             dir,
             mode: options.mode.clone(),
             venv: options.venv.clone(),
             binpkg_format: options.binpkg_format.unwrap_or(profile.binpkg_format),
             paths,
-        };
-        if !root
-            .host_path(&root.paths.config_root.join("etc/portage/make.conf"))
-            .is_file()
-        {
-            return Self::prepare(profile, &root.dir, options);
-        }
-        root.create_dirs()?;
-        Ok(root)
+        })
     }
 
     /// The directories Portage expects to exist, and (host mode) the links into the venv.
