@@ -121,6 +121,9 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Pause or resume a worker (a paused worker gets no new leases).
+    #[command(subcommand)]
+    Workers(WorkersCommand),
     /// Cancel a request.
     Cancel {
         request: i64,
@@ -236,6 +239,22 @@ struct AdminArgs {
     /// File holding the admin token (default: the config's admin_token_file).
     #[arg(long)]
     token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum WorkersCommand {
+    /// Stop giving the worker new steps (its running step finishes).
+    Pause {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Give the worker steps again (also after an automatic pause for repeated failures).
+    Resume {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -458,6 +477,14 @@ fn main() -> ExitCode {
             profile,
             admin,
         } => admin_client(&admin).and_then(|c| binfarm::cli::farm::rebuild(&c, &atom, &profile)),
+        Command::Workers(command) => {
+            let (name, admin, paused) = match command {
+                WorkersCommand::Pause { name, admin } => (name, admin, true),
+                WorkersCommand::Resume { name, admin } => (name, admin, false),
+            };
+            admin_client(&admin)
+                .and_then(|c| binfarm::cli::farm::set_worker_paused(&c, &name, paused))
+        }
         Command::Cancel { request, admin } => {
             admin_client(&admin).and_then(|c| binfarm::cli::farm::cancel(&c, request))
         }
