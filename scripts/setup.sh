@@ -8,6 +8,8 @@
 #   - real Portage from PyPI in a project-local venv (.venv), pinned
 #   - ansible-core from PyPI in the same venv, pinned (tests check the rollout playbooks
 #     with the real ansible-playbook)
+#   - prometheus-client from PyPI in the same venv, pinned (tests parse /metrics with its
+#     Prometheus text parser)
 #   - .venv/compat-bin/gtar -> tar (Portage's unpack calls gtar; Debian lacks it)
 set -Eeuo pipefail
 
@@ -16,6 +18,7 @@ VENV=${BINFARM_VENV:-$ROOT_DIR/.venv}
 PORTAGE_VERSION=3.0.83
 # The newest ansible-core line that still runs on Debian 12's Python 3.11.
 ANSIBLE_CORE_VERSION=2.19.14
+PROMETHEUS_CLIENT_VERSION=0.26.0
 DEBIAN_PACKAGES=(pax-utils gnupg distcc zstd curl ca-certificates vsftpd)
 
 log() { printf 'setup: %s\n' "$*"; }
@@ -42,7 +45,12 @@ if ! "$VENV/bin/python" -c "import sys, ansible.release as r; sys.exit(r.__versi
 	"$VENV/bin/pip" install -q --disable-pip-version-check "ansible-core==$ANSIBLE_CORE_VERSION"
 fi
 
+if ! "$VENV/bin/python" -c "import sys, importlib.metadata as m; sys.exit(m.version('prometheus-client') != '$PROMETHEUS_CLIENT_VERSION')" 2>/dev/null; then
+	log "installing prometheus-client $PROMETHEUS_CLIENT_VERSION in $VENV"
+	"$VENV/bin/pip" install -q --disable-pip-version-check "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
+fi
+
 mkdir -p "$VENV/compat-bin"
 ln -sfn "$(command -v tar)" "$VENV/compat-bin/gtar"
 
-log "ok: portage $PORTAGE_VERSION and ansible-core $ANSIBLE_CORE_VERSION in $VENV, $(scanelf --version 2>/dev/null | head -1 || echo 'scanelf missing')"
+log "ok: portage $PORTAGE_VERSION, ansible-core $ANSIBLE_CORE_VERSION and prometheus-client $PROMETHEUS_CLIENT_VERSION in $VENV, $(scanelf --version 2>/dev/null | head -1 || echo 'scanelf missing')"

@@ -116,6 +116,7 @@ async fn publish(app: &Arc<Coordinator>, request: &crate::store::RequestRow) {
     };
     let app2 = app.clone();
     let request_id = request.id;
+    let started = std::time::Instant::now();
     let published =
         tokio::task::spawn_blocking(move || -> Result<crate::publish::PublishOutcome, String> {
             let settings = crate::publish::config::PublishConfig::from_farm(&app2.config);
@@ -139,6 +140,8 @@ async fn publish(app: &Arc<Coordinator>, request: &crate::store::RequestRow) {
             .map_err(|e| e.to_string())
         })
         .await;
+    let ok = matches!(published, Ok(Ok(_)));
+    app.metrics.observe_publish("local", ok, started.elapsed());
     let outcome = match published {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(err)) => {
@@ -164,7 +167,12 @@ async fn publish(app: &Arc<Coordinator>, request: &crate::store::RequestRow) {
         .join(&outcome.channel);
     let remote_dir = format!("{}/{}", outcome.profile, outcome.channel);
     for target in &app.config.ftp {
-        match target.publish_tree(&tree, &remote_dir).await {
+        let started = std::time::Instant::now();
+        let published = target.publish_tree(&tree, &remote_dir).await;
+        let label = format!("ftp:{}", target.host_label());
+        app.metrics
+            .observe_publish(&label, published.is_ok(), started.elapsed());
+        match published {
             Ok(report) => tracing::info!(
                 "request {request_id}: ftp {} {remote_dir}: {} uploaded, {} already there",
                 target.host_label(),

@@ -70,6 +70,8 @@ pub struct Coordinator {
     profiles: Mutex<HashMap<String, Arc<Profile>>>,
     /// Requests whose end was already acted on (this run).
     finished: Mutex<std::collections::HashSet<i64>>,
+    /// What `/metrics` exports.
+    pub metrics: crate::metrics::FarmMetrics,
 }
 
 impl Coordinator {
@@ -103,6 +105,7 @@ impl Coordinator {
             log_dir,
             profiles: Mutex::new(HashMap::new()),
             finished: Mutex::new(std::collections::HashSet::new()),
+            metrics: crate::metrics::FarmMetrics::new(),
         }))
     }
 
@@ -349,6 +352,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Result<Router, CoordinatorError>
     let mut app = Router::new()
         .merge(routes_worker::router())
         .merge(routes_admin::router())
+        .merge(crate::metrics::router())
         .with_state(coordinator.clone());
     if coordinator.config.mirror.serve {
         std::fs::create_dir_all(&coordinator.config.mirror.root).map_err(|e| {
@@ -360,11 +364,10 @@ pub fn router(coordinator: Arc<Coordinator>) -> Result<Router, CoordinatorError>
         let access_log = crate::mirror::AccessLog::open(
             &coordinator.config.state.dir.join("mirror-access.log"),
         )?;
-        let mirror = Arc::new(crate::mirror::MirrorState::new(
-            &coordinator.config.mirror.root,
-            Some(access_log),
-        )?);
-        app = app.nest_service("/mirror", crate::mirror::router(mirror));
+        let mut mirror =
+            crate::mirror::MirrorState::new(&coordinator.config.mirror.root, Some(access_log))?;
+        mirror.metrics = coordinator.metrics.mirror.clone();
+        app = app.nest_service("/mirror", crate::mirror::router(Arc::new(mirror)));
     }
     Ok(app)
 }

@@ -497,6 +497,10 @@ async fn complete(
             },
         ),
     };
+    let (succeeded, duration_ms) = match &outcome {
+        StepOutcome::Succeeded { duration_ms, .. } => (true, *duration_ms),
+        StepOutcome::Failed { duration_ms, .. } => (false, *duration_ms),
+    };
     if let StepOutcome::Succeeded { results, .. } = &outcome {
         if results.is_empty() {
             return Err(ApiError::BadRequest(
@@ -519,6 +523,11 @@ async fn complete(
         worker.name
     );
     let step = app.with_db(move |db| db.step(step_id)).await?;
+    if matches!(completion, Completion::Recorded { .. }) {
+        let duration = Duration::from_millis(u64::try_from(duration_ms).unwrap_or(0));
+        app.metrics
+            .observe_build(&step.profile, succeeded, duration);
+    }
     app.work_available.notify_waiters();
     super::finish::after_step_change(&app, step.request_id).await;
     Ok(Json(CompleteReply { status }))

@@ -23,8 +23,22 @@ pub async fn upload(
     Query(query): Query<LeaseQuery>,
     body: Body,
 ) -> Result<Json<UploadReply>, ApiError> {
-    let worker = authenticate(&app, &headers).await?;
-    let step = leased_step(&app, &worker, step_id, query.lease).await?;
+    let started = std::time::Instant::now();
+    let result = store_upload(&app, &headers, step_id, query.lease, body).await;
+    app.metrics
+        .observe_upload(result.is_ok(), started.elapsed());
+    result
+}
+
+async fn store_upload(
+    app: &Arc<Coordinator>,
+    headers: &HeaderMap,
+    step_id: i64,
+    lease: i64,
+    body: Body,
+) -> Result<Json<UploadReply>, ApiError> {
+    let worker = authenticate(app, headers).await?;
+    let step = leased_step(app, &worker, step_id, lease).await?;
     let expected = headers
         .get(SHA512_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -67,6 +81,7 @@ pub async fn upload(
         other => ApiError::internal("storing the upload", other),
     })?;
 
+    app.metrics.count_upload_bytes(received.size);
     let profile = app.profile(&step.profile)?;
     let check_app = app.clone();
     let stored = tokio::task::spawn_blocking(move || {

@@ -6,11 +6,13 @@
 //! Runs inside `binfarm serve` (nested under a prefix) or alone as `binfarm mirror`.
 
 mod access_log;
+mod metrics;
 mod range;
 mod serve;
 
 pub use access_log::AccessLog;
-pub use serve::{router, MirrorMetrics, MirrorState};
+pub use metrics::{MirrorMetrics, RequestCount};
+pub use serve::{router, MirrorState};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,7 +61,8 @@ pub async fn run(
         })?;
     let local = listener.local_addr().map_err(MirrorError::Serve)?;
     tracing::info!("mirror serving {} on http://{local}/", root.display());
-    serve_until_shutdown(listener, router(state)).await
+    let app = crate::metrics::mirror_router(state.metrics.clone()).merge(router(state));
+    serve_until_shutdown(listener, app).await
 }
 
 /// Serves `app` on `listener` (TCP_NODELAY, client addresses for the access log) until

@@ -16,39 +16,16 @@ use headers::{ETag, HeaderMapExt, IfModifiedSince, IfNoneMatch, IfRange, LastMod
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::range::{self, RangeRequest};
-use super::{AccessLog, MirrorError};
+use super::{AccessLog, MirrorError, MirrorMetrics};
 
 /// Largest read buffer per response: big files stream in 1 MiB chunks.
 const READ_CHUNK: usize = 1 << 20;
 
-/// Request and byte counters, exported by the coordinator's /metrics.
-#[derive(Debug, Default)]
-pub struct MirrorMetrics {
-    pub requests_ok: AtomicU64,
-    pub requests_partial: AtomicU64,
-    pub requests_not_modified: AtomicU64,
-    pub requests_not_found: AtomicU64,
-    pub requests_other: AtomicU64,
-    pub bytes_sent: Arc<AtomicU64>,
-}
-
-impl MirrorMetrics {
-    fn count(&self, status: StatusCode) {
-        let counter = match status {
-            StatusCode::OK => &self.requests_ok,
-            StatusCode::PARTIAL_CONTENT => &self.requests_partial,
-            StatusCode::NOT_MODIFIED => &self.requests_not_modified,
-            StatusCode::NOT_FOUND => &self.requests_not_found,
-            _ => &self.requests_other,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 pub struct MirrorState {
     root: PathBuf,
     access_log: Option<AccessLog>,
-    pub metrics: MirrorMetrics,
+    /// Shared with whoever exports them (the coordinator passes its own).
+    pub metrics: Arc<MirrorMetrics>,
 }
 
 impl MirrorState {
@@ -60,7 +37,7 @@ impl MirrorState {
         Ok(Self {
             root,
             access_log,
-            metrics: MirrorMetrics::default(),
+            metrics: Arc::default(),
         })
     }
 }
@@ -79,7 +56,7 @@ async fn handle(State(state): State<Arc<MirrorState>>, request: Request) -> Resp
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = respond(&state, &method, &path, request.headers()).await;
-    state.metrics.count(response.status());
+    state.metrics.count(&method, response.status());
     if let Some(log) = &state.access_log {
         log.record(access_line(&peer, &request, &response));
     }

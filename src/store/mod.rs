@@ -12,6 +12,7 @@
 mod blobs;
 mod db;
 mod farm_binpkgs;
+mod gauges;
 pub mod migrate;
 mod snapshots;
 
@@ -29,6 +30,7 @@ pub use db::{
     WorkerRow,
 };
 pub use farm_binpkgs::{binhost_path, StepAttempt, StoredBinpkg};
+pub use gauges::FarmGauges;
 pub use snapshots::{
     BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
     RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow,
