@@ -189,6 +189,17 @@ impl FarmMetrics {
             "Publishes of finished requests by target and result (ok, error)",
             publishes.clone(),
         );
+        // Counters that exist from the start (zeros), so rates work from the first scrape;
+        // families labelled by profile or FTP target appear with their first observation.
+        for result in ["stored", "refused"] {
+            let _ = uploads.get_or_create(&ResultLabels { result });
+        }
+        for result in ["ok", "error"] {
+            let _ = publishes.get_or_create(&TargetResultLabels {
+                target: "local".into(),
+                result,
+            });
+        }
         let mirror = Arc::new(MirrorMetrics::default());
         registry.register_collector(Box::new(mirror::MirrorCollector(mirror.clone())));
         FarmMetrics {
