@@ -436,7 +436,10 @@ fn main() -> ExitCode {
         Command::Snapshots(SnapshotsCommand::Import(args)) => {
             print_text(publish_cli::snapshots_import(&args))
         }
-        Command::Publish(args) => print_text(publish_cli::publish(&args)),
+        Command::Publish(args) => print_text(publish_cli::publish(
+            &args,
+            binfarm::cli::progress::terminal(),
+        )),
         Command::Resign(args) => print_text(publish_cli::resign(&args)),
         Command::Gc(args) => print_text(publish_cli::gc(&args)),
         Command::ClientConfig(args) => print_text(publish_cli::client_config(&args)),
@@ -589,6 +592,7 @@ fn worker_config(args: WorkerArgs) -> anyhow::Result<binfarm::worker::agent::Age
             ..Default::default()
         },
         max_jobs: args.max_jobs,
+        progress: binfarm::progress::Progress::none(),
         build_env: args
             .build_env
             .iter()

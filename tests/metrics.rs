@@ -8,33 +8,14 @@
 //! kind.
 
 mod common;
+mod hand_farm;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_binfarm");
-
-/// A child process killed and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use hand_farm::{find_gpkg, free_port, sha512_hex, HandFarm, Http, Proc, BIN};
 
 /// One metric family as the Python parser sees it.
 #[derive(Debug, Clone)]
@@ -131,86 +112,15 @@ fn assert_types(families: &BTreeMap<String, Family>, expected: &[(&str, &str)]) 
     }
 }
 
-struct Http {
-    client: reqwest::Client,
-    rt: tokio::runtime::Runtime,
-}
-
-/// (status, headers, body) of a request.
-type Answer = (u16, reqwest::header::HeaderMap, Vec<u8>);
-
-impl Http {
-    fn new() -> Http {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Http {
-            client: reqwest::Client::new(),
-            rt: tokio::runtime::Runtime::new().unwrap(),
-        }
-    }
-
-    fn send(&self, request: reqwest::RequestBuilder) -> Answer {
-        self.rt.block_on(async {
-            let resp = request.send().await.unwrap();
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            (status, headers, resp.bytes().await.unwrap().to_vec())
-        })
-    }
-
-    fn json(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let (status, _, body) = self.send(request);
-        (
-            status,
-            serde_json::from_slice(&body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into())),
-        )
-    }
-
-    /// Scrapes `url`, checks the content type, and parses the text.
-    fn scrape(&self, url: &str) -> BTreeMap<String, Family> {
-        let (status, headers, body) = self.send(self.client.get(url));
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        assert_eq!(
-            headers.get("content-type").unwrap(),
-            "text/plain; version=0.0.4; charset=utf-8"
-        );
-        parse_exposition(&String::from_utf8(body).unwrap())
-    }
-
-    fn wait_up(&self, url: &str, log: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let up = self
-                .rt
-                .block_on(async { self.client.get(url).send().await.is_ok() });
-            if up {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{url} did not come up: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// The first gpkg of `pf` (e.g. `hello-1.0`) under `pkgdir`.
-fn find_gpkg(pkgdir: &Path, pf: &str) -> PathBuf {
-    walkdir::WalkDir::new(pkgdir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .map(|e| e.into_path())
-        .find(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.starts_with(&format!("{pf}-")) && name.ends_with(".gpkg.tar")
-        })
-        .unwrap_or_else(|| panic!("no {pf} gpkg in {}", pkgdir.display()))
-}
-
-fn sha512_hex(data: &[u8]) -> String {
-    hex::encode(<sha2::Sha512 as sha2::Digest>::digest(data))
+/// Scrapes `url`, checks the content type, and parses the text.
+fn scrape(http: &Http, url: &str) -> BTreeMap<String, Family> {
+    let (status, headers, body) = http.send(http.client.get(url));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        headers.get("content-type").unwrap(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    parse_exposition(&String::from_utf8(body).unwrap())
 }
 
 #[test]
@@ -219,52 +129,10 @@ fn coordinator_metrics_parse_and_count_what_happened() {
     let gpkg = std::fs::read(find_gpkg(&pkgdir, "hello-1.0")).unwrap();
 
     let tmp = common::tempdir();
-    let dir = tmp.path();
-    let port = free_port();
-    let config = dir.join("farm.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = \"state\"\n\
-             [profiles]\ndir = \"{}\"\n[signing]\nkey_file = \"state/signing-key.asc\"\n\
-             [mirror]\nroot = \"mirror\"\n",
-            common::crate_root().join("profiles").display()
-        ),
-    )
-    .unwrap();
-    let token_file = dir.join("w1.token");
-    common::run_ok(
-        Command::new(BIN)
-            .args(["token", "create", "--worker", "w1", "--output"])
-            .arg(&token_file)
-            .arg("--config")
-            .arg(&config)
-            .current_dir(dir),
-        "binfarm token create",
-    );
-    let token = std::fs::read_to_string(&token_file)
-        .unwrap()
-        .trim()
-        .to_owned();
-    let log = dir.join("serve.log");
-    let _serve = Proc(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .current_dir(dir)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let http = Http::new();
-    http.wait_up(&format!("{base}/health"), &log);
-    let admin = std::fs::read_to_string(dir.join("state/admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let metrics_url = format!("{base}/metrics");
+    let farm = HandFarm::start(tmp.path());
+    let http = &farm.http;
     let c = &http.client;
+    let metrics_url = farm.url("/metrics");
 
     // Before anything happened: the families without per-profile or per-target labels are
     // there, with zeros.
@@ -282,7 +150,7 @@ fn coordinator_metrics_parse_and_count_what_happened() {
         ("binfarm_mirror_requests", "counter"),
         ("binfarm_mirror_sent_bytes", "counter"),
     ];
-    let families = http.scrape(&metrics_url);
+    let families = scrape(http, &metrics_url);
     assert_types(&families, &always);
     assert_eq!(
         value(&families, "binfarm_uploads_total", &[("result", "stored")]),
@@ -300,43 +168,10 @@ fn coordinator_metrics_parse_and_count_what_happened() {
     );
 
     // A worker registers, a rebuild request is planned by hand.
-    let (status, reg) = http.json(
-        c.post(format!("{base}/api/v1/worker/register"))
-            .bearer_auth(&token)
-            .json(&json!({"host": "test", "profiles": ["x86-64-v3"], "cpu_flags": ["avx2", "sse4_2"], "labels": [], "slots": 1})),
-    );
-    assert_eq!(status, 200, "{reg}");
-    let (status, request) = http.json(
-        c.post(format!("{base}/api/v1/requests"))
-            .bearer_auth(&admin)
-            .json(&json!({"kind": "rebuild", "profile": "x86-64-v3", "atom": "app-misc/hello"})),
-    );
-    assert_eq!(status, 200, "{request}");
-    let request_id = request["id"].as_i64().unwrap();
-    let lease = |wait: u64| {
-        http.json(
-            c.post(format!("{base}/api/v1/worker/lease"))
-                .bearer_auth(&token)
-                .json(&json!({ "wait_seconds": wait })),
-        )
-    };
-    let (status, job) = lease(5);
-    assert_eq!(status, 200, "{job}");
-    assert_eq!(job["kind"], "plan", "{job}");
-    let plan_lease = job["plan_lease"].as_str().unwrap().to_owned();
-    let (status, planned) = http.json(
-        c.post(format!(
-            "{base}/api/v1/worker/plans/{request_id}?lease={plan_lease}"
-        ))
-        .bearer_auth(&token)
-        .json(&json!({"result": "planned", "merge_list": [
-            {"cpv": "app-misc/hello-1.0", "slot": "0", "repo": "farm-test", "use": []}
-        ]})),
-    );
-    assert_eq!(status, 200, "{planned}");
-    assert_eq!(planned["status"], "planned", "{planned}");
+    farm.register();
+    let request_id = farm.planned_rebuild("app-misc/hello", "app-misc/hello-1.0");
 
-    let families = http.scrape(&metrics_url);
+    let families = scrape(http, &metrics_url);
     assert_eq!(value(&families, "binfarm_workers_seen", &[]), 1.0);
     assert_eq!(
         value(&families, "binfarm_queue_depth", &[("state", "ready")]),
@@ -352,43 +187,18 @@ fn coordinator_metrics_parse_and_count_what_happened() {
     );
 
     // The step is leased; one refused upload (wrong sha512), one stored, then success.
-    let (status, job) = lease(5);
-    assert_eq!(status, 200, "{job}");
-    assert_eq!(job["kind"], "build", "{job}");
-    let (step, lease_id) = (
-        job["step_id"].as_i64().unwrap(),
-        job["lease_id"].as_i64().unwrap(),
-    );
-    let upload_url = format!("{base}/api/v1/worker/steps/{step}/binpkgs?lease={lease_id}");
-    let (status, refused) = http.json(
-        c.put(&upload_url)
-            .bearer_auth(&token)
-            .header("x-binfarm-sha512", sha512_hex(b"other bytes"))
-            .body(gpkg.clone()),
-    );
+    let step = farm.lease_build(request_id);
+    let (status, refused) = farm.upload(&step, &gpkg, &sha512_hex(b"other bytes"));
     assert_eq!(status, 400, "{refused}");
-    let (status, stored) = http.json(
-        c.put(&upload_url)
-            .bearer_auth(&token)
-            .header("x-binfarm-sha512", sha512_hex(&gpkg))
-            .body(gpkg.clone()),
-    );
+    let (status, stored) = farm.upload(&step, &gpkg, &sha512_hex(&gpkg));
     assert_eq!(status, 200, "{stored}");
-    let (status, done) = http.json(
-        c.post(format!("{base}/api/v1/worker/steps/{step}/complete"))
-            .bearer_auth(&token)
-            .json(
-                &json!({"outcome": "succeeded", "lease_id": lease_id, "duration_ms": 1500,
-                          "files": [stored]}),
-            ),
-    );
-    assert_eq!(status, 200, "{done}");
-    let (_, r) = http.json(c.get(format!("{base}/api/v1/requests/{request_id}")));
+    farm.complete(&step, 1500, Some(vec![stored]));
+    let r = farm.request(request_id);
     assert_eq!(r["state"], "succeeded", "{r:#}");
 
     // The mirror: the published index (200), the same again with its ETag (304), HEAD,
     // and a missing file (404).
-    let index_url = format!("{base}/mirror/x86-64-v3/testing/Packages");
+    let index_url = farm.url("/mirror/x86-64-v3/testing/Packages");
     let (status, headers, index) = http.send(c.get(&index_url));
     assert_eq!(status, 200);
     assert!(
@@ -401,10 +211,10 @@ fn coordinator_metrics_parse_and_count_what_happened() {
     assert_eq!(status, 304);
     let (status, _, _) = http.send(c.head(&index_url));
     assert_eq!(status, 200);
-    let (status, _, _) = http.send(c.get(format!("{base}/mirror/x86-64-v3/testing/nothing")));
+    let (status, _, _) = http.send(c.get(farm.url("/mirror/x86-64-v3/testing/nothing")));
     assert_eq!(status, 404);
 
-    let families = http.scrape(&metrics_url);
+    let families = scrape(http, &metrics_url);
     assert_types(&families, &always);
     assert_types(
         &families,
@@ -510,7 +320,7 @@ fn coordinator_metrics_parse_and_count_what_happened() {
         0.0
     );
     // /health stays.
-    let (status, _, body) = http.send(c.get(format!("{base}/health")));
+    let (status, _, body) = http.send(c.get(farm.url("/health")));
     assert_eq!((status, body.as_slice()), (200, b"ok\n".as_slice()));
 }
 
@@ -548,7 +358,7 @@ fn lone_mirror_serves_its_own_metrics() {
     let (status, _, _) = http.send(c.post(format!("{base}/p/stable/Packages")));
     assert_eq!(status, 405);
 
-    let families = http.scrape(&format!("{base}/metrics"));
+    let families = scrape(&http, &format!("{base}/metrics"));
     assert_types(
         &families,
         &[

@@ -18,7 +18,8 @@ pub fn serve(config: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn worker(config: crate::worker::agent::AgentConfig) -> Result<ExitCode> {
+pub fn worker(mut config: crate::worker::agent::AgentConfig) -> Result<ExitCode> {
+    config.progress = super::progress::terminal();
     crate::worker::agent::run_blocking(config)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -278,17 +279,57 @@ pub fn status(client: &AdminClient, request: Option<i64>, json: bool) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints a step's log; with `follow`, keeps printing until the step ends.
+/// Prints a step's log; with `follow`, keeps printing until the step ends. Following on
+/// a terminal, a spinner on stderr shows the step's state and the bytes received, and the
+/// log is printed whole lines at a time above it.
 pub fn logs(client: &AdminClient, step: i64, follow: bool) -> Result<ExitCode> {
     use std::io::Write;
+    let spinner = follow
+        .then(|| super::progress::Spinner::new(&format!("step {step}")))
+        .filter(|s| !s.is_hidden());
     let mut offset = 0u64;
     let mut stdout = std::io::stdout();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut state = String::from("?");
     loop {
         let (bytes, complete) = client.get_log(step, offset)?;
         offset += bytes.len() as u64;
-        stdout.write_all(&bytes)?;
-        stdout.flush()?;
-        if !follow || (complete && bytes.is_empty()) {
+        let ended = !follow || (complete && bytes.is_empty());
+        match &spinner {
+            None => {
+                stdout.write_all(&bytes)?;
+                stdout.flush()?;
+            }
+            Some(spinner) => {
+                pending.extend_from_slice(&bytes);
+                // A partial line would be wiped by the spinner's redraw: hold it back.
+                let whole = if ended {
+                    pending.len()
+                } else {
+                    pending
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |i| i + 1)
+                };
+                if whole > 0 {
+                    let lines: Vec<u8> = pending.drain(..whole).collect();
+                    super::progress::above_bars(|| {
+                        stdout.write_all(&lines)?;
+                        stdout.flush()
+                    })?;
+                }
+                if bytes.is_empty() {
+                    if let Ok(s) = client.get_json(&format!("/api/v1/steps/{step}")) {
+                        state = s["state"].as_str().unwrap_or("?").to_owned();
+                    }
+                }
+                spinner.set_message(format!(
+                    "{state}, {} received",
+                    indicatif::HumanBytes(offset)
+                ));
+            }
+        }
+        if ended {
             return Ok(ExitCode::SUCCESS);
         }
         if bytes.is_empty() {

@@ -10,6 +10,7 @@ use crate::binpkg::{self, SignatureStatus};
 use crate::index;
 
 pub mod farm;
+pub mod progress;
 use crate::sign::{Keyring, SigningKey};
 
 /// Logs go to stderr; `RUST_LOG` selects the level (default: info).
@@ -18,7 +19,7 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| progress::LogWriter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
@@ -128,6 +129,7 @@ pub fn index(pkgdir: &Path, keyring_path: Option<&Path>, flags: &IndexFlags) -> 
         header_overrides,
         no_compress: flags.no_compress,
         reindex_all: flags.reindex,
+        progress: progress::terminal(),
         ..index::IndexOptions::default()
     };
     let report = index::update_pkgdir(pkgdir, &options)?;
@@ -182,7 +184,11 @@ pub fn ftp_publish(
 ) -> Result<ExitCode> {
     let target = crate::publish::ftp::FtpTarget::try_from(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(target.publish_tree(tree, remote_dir))?;
+    let report = runtime.block_on(target.publish_tree_with_progress(
+        tree,
+        remote_dir,
+        &progress::terminal(),
+    ))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }

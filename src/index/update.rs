@@ -49,6 +49,8 @@ pub struct IndexOptions<'a> {
     pub force_write: bool,
     /// Threads reading and hashing packages; 0 means one per available core.
     pub threads: usize,
+    /// Told about every package read (the ones the existing index describes are not read).
+    pub progress: crate::progress::Progress,
 }
 
 /// A package left out of the index, and why.
@@ -528,6 +530,11 @@ fn read_packages(
         return Vec::new();
     }
     let threads = thread_count(options.threads, files.len());
+    let task = options.progress.task(
+        "reading packages",
+        crate::progress::Unit::Items,
+        Some(files.len() as u64),
+    );
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<Entry, String>>>> =
         Mutex::new((0..files.len()).map(|_| None).collect());
@@ -540,6 +547,8 @@ fn read_packages(
                 if let Ok(mut slots) = results.lock() {
                     slots[i] = Some(result);
                 }
+                task.set_message(&file.rel);
+                task.advance(1);
             });
         }
     });

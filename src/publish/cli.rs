@@ -368,8 +368,13 @@ pub fn snapshots_import(args: &ImportArgs) -> Result<String, PublishError> {
 }
 
 /// `binfarm publish --profile P --channel C`: publishes the tree of a channel again.
-pub fn publish(args: &SyncArgs) -> Result<String, PublishError> {
+/// `binfarm publish`; `progress` hears of every package file placed in the tree.
+pub fn publish(
+    args: &SyncArgs,
+    progress: crate::progress::Progress,
+) -> Result<String, PublishError> {
     let (_, mut publisher, mut db) = args.farm.open()?;
+    publisher.progress = progress;
     if args.copy {
         publisher.link_mode = LinkMode::Copy;
     }

@@ -32,6 +32,8 @@ use suppaftp::types::FileType;
 use suppaftp::{FtpError as WireError, Mode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::progress::{Progress, Unit};
+
 /// Read size for uploads; each chunk is written under the I/O timeout.
 const UPLOAD_CHUNK: usize = 256 * 1024;
 /// Marker between the final name and the random suffix of a temporary upload name.
@@ -348,11 +350,22 @@ impl FtpTarget {
         local_tree: &Path,
         remote_dir: &str,
     ) -> Result<FtpReport, FtpTargetError> {
+        self.publish_tree_with_progress(local_tree, remote_dir, &Progress::none())
+            .await
+    }
+
+    /// [`FtpTarget::publish_tree`], telling `progress` about the blob bytes uploaded.
+    pub async fn publish_tree_with_progress(
+        &self,
+        local_tree: &Path,
+        remote_dir: &str,
+        progress: &Progress,
+    ) -> Result<FtpReport, FtpTargetError> {
         let started = Instant::now();
         let remote_components = checked_components("remote_dir", remote_dir)?;
         let local = scan_local_tree(local_tree.to_path_buf()).await?;
         let pool = Pool::new(self, remote_components)?;
-        let result = publish_with_pool(&pool, &local).await;
+        let result = publish_with_pool(&pool, &local, progress).await;
         pool.close().await;
         let mut report = result?;
         report.retries = pool.retries.load(Ordering::Relaxed);
@@ -1438,6 +1451,7 @@ fn backoff(target: &FtpTarget, attempt: u32) -> Duration {
 async fn publish_with_pool(
     pool: &Pool<'_>,
     local: &LocalTree,
+    progress: &Progress,
 ) -> Result<FtpReport, FtpTargetError> {
     let mut report = FtpReport {
         host: pool.ctx.host.clone(),
@@ -1513,9 +1527,24 @@ async fn publish_with_pool(
         }
     }
     let attempted = pending.len();
+    let task = progress.task(
+        &format!("ftp {}", pool.ctx.host),
+        Unit::Bytes,
+        Some(pending.iter().map(|blob| blob.size).sum()),
+    );
     let uploads: Vec<_> = pending
         .into_iter()
-        .map(|blob| upload_blob(pool, blob))
+        .map(|blob| {
+            let task = &task;
+            async move {
+                let uploaded = upload_blob(pool, blob).await;
+                if uploaded.is_ok() {
+                    task.set_message(blob.name());
+                    task.advance(blob.size);
+                }
+                uploaded
+            }
+        })
         .collect();
     let results = run_limited(uploads, pool.concurrency()).await;
     let mut failures = Vec::new();

@@ -264,8 +264,14 @@ pub fn publish_tree(
     };
 
     // 1. package files.
+    let task = publisher.progress.task(
+        &format!("{profile}/{channel}"),
+        crate::progress::Unit::Items,
+        Some(entries.len() as u64),
+    );
     let mut touched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for entry in &entries {
+        task.advance(1);
         let dest = tree.join(&entry.path);
         match fs::symlink_metadata(&dest) {
             Ok(m) if m.is_file() && m.len() == entry.size => {
@@ -303,6 +309,7 @@ pub fn publish_tree(
     sync_dir(&tree)?;
 
     // 3. the index, last.
+    task.set_message("index");
     let previous = current_index(&tree)?;
     let text = read_index_blob(publisher, &snapshot.index_blob)?;
     let index = PackagesIndex::parse(&text, Path::new(&snapshot.index_blob)).map_err(|e| {

@@ -123,6 +123,8 @@ pub struct Publisher {
     pub link_mode: LinkMode,
     /// Let unsigned gpkgs into snapshots (nodes that require signatures refuse them).
     pub allow_unsigned: bool,
+    /// Told about files placed in trees and packages indexed.
+    pub progress: crate::progress::Progress,
 }
 
 impl Publisher {
@@ -134,6 +136,7 @@ impl Publisher {
             retention: Retention::default(),
             link_mode: LinkMode::Hardlink,
             allow_unsigned: false,
+            progress: crate::progress::Progress::none(),
         }
     }
 

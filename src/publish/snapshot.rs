@@ -229,6 +229,7 @@ fn insert_described(
         reindex_all: false,
         force_write: true,
         threads: 0,
+        progress: publisher.progress.clone(),
     };
     let source = KnownMetadata {
         by_path: Mutex::new(known),

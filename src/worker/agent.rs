@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub max_jobs: Option<u64>,
     /// Extra environment for emerge.
     pub build_env: Vec<(String, String)>,
+    /// Told about the bytes of each binpkg upload.
+    pub progress: crate::progress::Progress,
 }
 
 struct Agent {
@@ -535,10 +537,22 @@ impl Agent {
         let opened = tokio::fs::File::open(file)
             .await
             .map_err(|e| AgentError::Setup(format!("{}: {e}", file.display())))?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-            opened,
-            1 << 20,
-        ));
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        let task = self.config.progress.task(
+            &format!("upload {}", name.as_deref().unwrap_or("binpkg")),
+            crate::progress::Unit::Bytes,
+            Some(size),
+        );
+        let chunks = futures_util::StreamExt::map(
+            tokio_util::io::ReaderStream::with_capacity(opened, 1 << 20),
+            move |chunk| {
+                if let Ok(bytes) = &chunk {
+                    task.advance(bytes.len() as u64);
+                }
+                chunk
+            },
+        );
+        let body = reqwest::Body::wrap_stream(chunks);
         let resp = self
             .http
             .put(format!("{}{path}", self.url))
