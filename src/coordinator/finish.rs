@@ -20,7 +20,10 @@ pub struct RequestSummary {
     pub built: usize,
     pub cached: usize,
     pub failed: Vec<FailedStep>,
+    /// The request's web page.
     pub url: String,
+    /// The request as JSON (admin API).
+    pub api_url: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -29,7 +32,10 @@ pub struct FailedStep {
     pub cpv: String,
     pub state: String,
     pub reason: Option<String>,
+    /// The build log page (follows a live log).
     pub log_url: String,
+    /// The log as plain text.
+    pub log_text_url: String,
 }
 
 /// Called after anything that may end a request; acts once per finished request.
@@ -83,10 +89,12 @@ pub async fn after_step_change(app: &Arc<Coordinator>, request_id: i64) {
                 cpv: s.cpv.clone(),
                 state: s.state.to_string(),
                 reason: s.reason.clone(),
-                log_url: format!("{base}/api/v1/steps/{}/log", s.id),
+                log_url: format!("{base}{}", crate::web::step_log_url(s.id)),
+                log_text_url: format!("{base}/api/v1/steps/{}/log", s.id),
             })
             .collect(),
-        url: format!("{base}/api/v1/requests/{request_id}"),
+        url: format!("{base}{}", crate::web::request_url(request_id)),
+        api_url: format!("{base}/api/v1/requests/{request_id}"),
     };
     tracing::info!(
         "request {request_id} ({} {}) {}: {} steps, {} built, {} cached, {} failed or blocked",

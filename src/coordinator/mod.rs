@@ -349,6 +349,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Result<Router, CoordinatorError>
     let mut app = Router::new()
         .merge(routes_worker::router())
         .merge(routes_admin::router())
+        .merge(crate::web::router())
         .with_state(coordinator.clone());
     if coordinator.config.mirror.serve {
         std::fs::create_dir_all(&coordinator.config.mirror.root).map_err(|e| {

@@ -14,6 +14,7 @@ mod db;
 mod farm_binpkgs;
 pub mod migrate;
 mod snapshots;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub use snapshots::{
     BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
     RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow,
 };
+pub use status::StateCounts;
 
 use crate::plan::RetryPolicy;
 
