@@ -118,6 +118,8 @@ struct Queue {
     ready: u64,
     running: u64,
     requests_in_progress: usize,
+    /// `request` or `requests`.
+    requests_word: &'static str,
 }
 
 #[derive(Serialize)]
@@ -296,6 +298,11 @@ pub fn dashboard(data: &DashboardData, now: i64) -> Dashboard {
             running: count(&data.queue, StepState::Leased)
                 + count(&data.queue, StepState::Building),
             requests_in_progress: data.in_progress.len(),
+            requests_word: if data.in_progress.len() == 1 {
+                "request"
+            } else {
+                "requests"
+            },
         },
         in_progress: data
             .in_progress
@@ -541,7 +548,8 @@ fn incomplete_utf8_tail(bytes: &[u8]) -> usize {
 #[derive(Serialize)]
 pub struct StepLogPage {
     step: StepLogStep,
-    log: String,
+    /// Not `log`: that name is handlebars' logging helper.
+    log_text: String,
     offset: u64,
     skipped: String,
     complete: bool,
@@ -578,7 +586,7 @@ pub fn step_log(step: &StepRow, worker: Option<String>, tail: LogTail) -> StepLo
             request_id: step.request_id,
             request_url: request_url(step.request_id),
         },
-        log: tail.text,
+        log_text: tail.text,
         offset: tail.offset,
         skipped: if tail.skipped > 0 {
             size(tail.skipped)
@@ -874,6 +882,76 @@ mod tests {
         assert_eq!(incomplete_utf8_tail(b"a\xf0\x9f\x98"), 3);
         assert_eq!(incomplete_utf8_tail("😀".as_bytes()), 0);
         assert_eq!(incomplete_utf8_tail(b""), 0);
+    }
+
+    fn step_row(state: StepState) -> StepRow {
+        StepRow {
+            id: 7,
+            request_id: 3,
+            cpv: "app-misc/hello-1.0".into(),
+            slot: "0".into(),
+            repo: "farm-test".into(),
+            profile: "x86-64-v3".into(),
+            fingerprint: "f".into(),
+            use_flags: Vec::new(),
+            state,
+            reason: Some("needs <libfoo>".into()),
+            sched_rank: 0,
+            estimated_ms: 0,
+            attempts: 1,
+            max_attempts: 3,
+            next_attempt_at: 0,
+            lease_id: Some(1),
+            lease_worker_id: Some(1),
+            lease_expires_at: None,
+            build_id: Some(1),
+            started_at: Some(100),
+            finished_at: None,
+            duration_ms: None,
+            log_blob: None,
+        }
+    }
+
+    #[test]
+    fn log_page_carries_the_escaped_log_and_where_to_go_on() {
+        let tail = LogTail {
+            text: ">>> <b>compiling</b> & linking\n".into(),
+            offset: 4242,
+            skipped: 0,
+        };
+        let page = step_log(&step_row(StepState::Building), Some("w1".into()), tail);
+        let html = super::super::render::render("step_log", "log", &page).expect("renders");
+        assert!(
+            html.contains("&gt;&gt;&gt; &lt;b&gt;compiling&lt;/b&gt; &amp; linking"),
+            "{html}"
+        );
+        assert!(html.contains(r#"data-offset="4242""#), "{html}");
+        assert!(html.contains(r#"data-complete="false""#), "{html}");
+        assert!(html.contains(r#"data-src="/api/v1/steps/7/log""#), "{html}");
+        assert!(html.contains("needs &lt;libfoo&gt;"), "{html}");
+        let done = step_log(&step_row(StepState::Failed), None, LogTail::default());
+        let html = super::super::render::render("step_log", "log", &done).expect("renders");
+        assert!(html.contains(r#"data-complete="true""#), "{html}");
+        assert!(html.contains("Log complete (failed)."), "{html}");
+    }
+
+    #[test]
+    fn empty_dashboard_renders() {
+        let data = DashboardData {
+            channels: Vec::new(),
+            queue: Vec::new(),
+            in_progress: Vec::new(),
+            running: Vec::new(),
+            workers: Vec::new(),
+            recent: Vec::new(),
+        };
+        let html = super::super::render::render("dashboard", "Farm status", &dashboard(&data, 0))
+            .expect("renders");
+        assert!(html.contains("No snapshot published yet."), "{html}");
+        assert!(
+            html.contains(r#"<span id="queue-requests">0</span> requests"#),
+            "{html}"
+        );
     }
 
     #[test]
