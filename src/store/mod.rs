@@ -32,7 +32,7 @@ pub use db::{
 pub use farm_binpkgs::{binhost_path, StepAttempt, StoredBinpkg};
 pub use snapshots::{
     BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
-    RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow,
+    RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow, UnpublishedRequest,
 };
 pub use status::StateCounts;
 
