@@ -4,7 +4,9 @@
 #
 #   - Debian packages: pax-utils (scanelf, soname metadata in binpkgs), gnupg,
 #     distcc (distccd for the distcc build test), zstd, curl, vsftpd (the FTP mirror tests
-#     start their own instance on 127.0.0.1; the package's system service is not used)
+#     start their own instance on 127.0.0.1; the package's system service is not used),
+#     chromium (tests/web_browser.rs loads the web pages in headless chromium),
+#     wget (Portage's default FETCHCOMMAND: nodes download binpkgs from ftp:// binhosts with it)
 #   - real Portage from PyPI in a project-local venv (.venv), pinned
 #   - ansible-core from PyPI in the same venv, pinned (tests check the rollout playbooks
 #     with the real ansible-playbook)
@@ -19,7 +21,7 @@ PORTAGE_VERSION=3.0.83
 # The newest ansible-core line that still runs on Debian 12's Python 3.11.
 ANSIBLE_CORE_VERSION=2.19.14
 PROMETHEUS_CLIENT_VERSION=0.26.0
-DEBIAN_PACKAGES=(pax-utils gnupg distcc zstd curl ca-certificates vsftpd)
+DEBIAN_PACKAGES=(pax-utils gnupg distcc zstd curl ca-certificates vsftpd chromium wget)
 
 log() { printf 'setup: %s\n' "$*"; }
 

@@ -15,6 +15,7 @@ mod farm_binpkgs;
 mod gauges;
 pub mod migrate;
 mod snapshots;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,8 +34,9 @@ pub use farm_binpkgs::{binhost_path, StepAttempt, StoredBinpkg};
 pub use gauges::FarmGauges;
 pub use snapshots::{
     BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
-    RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow,
+    RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow, UnpublishedRequest,
 };
+pub use status::StateCounts;
 
 use crate::plan::RetryPolicy;
 

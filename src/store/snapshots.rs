@@ -170,6 +170,19 @@ pub struct MirrorTreeRow {
     pub published_at: i64,
 }
 
+/// A succeeded request whose packages never reached a channel: the coordinator stopped (or
+/// publishing failed) between the request's end and its publish. See
+/// [`Db::unpublished_requests`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnpublishedRequest {
+    pub request_id: i64,
+    pub profile: String,
+    pub finished_at: i64,
+    /// Its newest snapshot, when one was made but no channel ever pointed at it: publish
+    /// that one rather than making another.
+    pub snapshot_id: Option<i64>,
+}
+
 /// A stored blob, as the blobs table has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRow {
@@ -566,6 +579,43 @@ impl Db {
                     slot: row.get(2)?,
                     state: row.get(3)?,
                     blob: row.get(4)?,
+                })
+            },
+        )
+    }
+
+    /// Succeeded requests to publish to `channel` (the channel new snapshots go to), oldest
+    /// first: no snapshot of theirs was ever pointed at by a channel, and `channel` of
+    /// their profile has not moved since they finished. A move at or after the end (same
+    /// second included) means something as new is published already; a request whose
+    /// snapshot GC removed is one of those (its publish is in the history, which GC keeps),
+    /// so it is never published twice.
+    pub fn unpublished_requests(
+        &self,
+        channel: &str,
+    ) -> Result<Vec<UnpublishedRequest>, StoreError> {
+        self.query_list(
+            "find unpublished requests",
+            "WITH last_move AS (
+                SELECT profile, max(at) AS at FROM channel_history
+                WHERE channel = ?1 GROUP BY profile
+             )
+             SELECT r.id, r.profile, coalesce(r.finished_at, r.created_at) AS done,
+                (SELECT max(s.id) FROM snapshots s WHERE s.request_id = r.id)
+             FROM requests r LEFT JOIN last_move m ON m.profile = r.profile
+             WHERE r.state = 'succeeded'
+               AND (m.at IS NULL OR m.at < coalesce(r.finished_at, r.created_at))
+               AND NOT EXISTS (SELECT 1 FROM snapshots s
+                               JOIN channel_history h ON h.snapshot_id = s.id
+                               WHERE s.request_id = r.id)
+             ORDER BY done, r.id",
+            [channel],
+            |row| {
+                Ok(UnpublishedRequest {
+                    request_id: row.get(0)?,
+                    profile: row.get(1)?,
+                    finished_at: row.get(2)?,
+                    snapshot_id: row.get(3)?,
                 })
             },
         )
