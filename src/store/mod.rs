@@ -30,11 +30,11 @@ pub use db::{
     RequestRow, RequestState, StepOutcome, StepResultFile, StepRow, StepState, WorkerCapabilities,
     WorkerRow,
 };
-pub use farm_binpkgs::{binhost_path, StepAttempt, StoredBinpkg};
+pub use farm_binpkgs::{binhost_path, RequestPackage, StepAttempt, StoredBinpkg};
 pub use gauges::FarmGauges;
 pub use snapshots::{
-    BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
-    RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow, UnpublishedRequest,
+    BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot, Rollback,
+    SnapshotEntry, SnapshotOrigin, SnapshotRow, UnpublishedRequest,
 };
 pub use status::StateCounts;
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
-use super::db::{Db, StepState};
+use super::db::Db;
 use super::StoreError;
 
 /// How a snapshot was made.
@@ -145,18 +145,6 @@ pub enum Rollback {
     TargetRemoved { from: i64, to: i64 },
     /// The channel does not exist.
     NoChannel,
-}
-
-/// A step of a request with the binpkg blob it contributes, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestPackage {
-    pub step_id: i64,
-    pub cpv: String,
-    pub slot: String,
-    pub state: StepState,
-    /// Succeeded step: its build's blob. Cached step: the blob of the latest successful
-    /// build of its fingerprint in this profile. None otherwise.
-    pub blob: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -548,39 +536,6 @@ impl Db {
              FROM channel_history ORDER BY id",
             [],
             history_from_row,
-        )
-    }
-
-    // ----- requests -> packages -----
-
-    /// The steps of a request with the blob each contributes to a snapshot.
-    pub fn request_packages(&self, request_id: i64) -> Result<Vec<RequestPackage>, StoreError> {
-        self.query_list(
-            "read request packages",
-            "SELECT s.id, s.cpv, s.slot, s.state,
-                CASE s.state
-                  WHEN 'succeeded' THEN
-                    (SELECT b.binpkg_blob FROM builds b
-                     WHERE b.step_id = s.id AND b.result = 'succeeded'
-                       AND b.binpkg_blob IS NOT NULL
-                     ORDER BY b.id DESC LIMIT 1)
-                  WHEN 'cached' THEN
-                    (SELECT b.binpkg_blob FROM builds b
-                     WHERE b.fingerprint = s.fingerprint AND b.profile = s.profile
-                       AND b.result = 'succeeded' AND b.binpkg_blob IS NOT NULL
-                     ORDER BY b.id DESC LIMIT 1)
-                END
-             FROM steps s WHERE s.request_id = ?1 ORDER BY s.cpv",
-            [request_id],
-            |row| {
-                Ok(RequestPackage {
-                    step_id: row.get(0)?,
-                    cpv: row.get(1)?,
-                    slot: row.get(2)?,
-                    state: row.get(3)?,
-                    blob: row.get(4)?,
-                })
-            },
         )
     }
 
