@@ -1,11 +1,14 @@
 //! The built-in HTTP mirror: serves mirror trees (`<root>/<profile>/<channel>/...`) to
 //! Portage clients. GET and HEAD, single Range requests (download resume), conditional
 //! requests (If-None-Match / If-Modified-Since -> 304, If-Range), ETag, Last-Modified,
-//! exact Content-Length and types, no path escapes, 1 MiB read buffers, an access log.
+//! exact Content-Length and types, no path escapes, an access log. Index files are served
+//! from memory (revalidated by one stat per request), package files in chunks of up to
+//! 512 KiB under a server-wide memory budget (see `files`).
 //!
 //! Runs inside `binfarm serve` (nested under a prefix) or alone as `binfarm mirror`.
 
 mod access_log;
+mod files;
 mod range;
 mod serve;
 

@@ -1,5 +1,6 @@
 //! One handler for every path under the mirror root.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,15 +12,11 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use futures_util::StreamExt;
-use headers::{ETag, HeaderMapExt, IfModifiedSince, IfNoneMatch, IfRange, LastModified};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use headers::{ETag, HeaderMapExt, IfModifiedSince, IfNoneMatch, IfRange};
 
+use super::files::{is_package_file, Files};
 use super::range::{self, RangeRequest};
 use super::{AccessLog, MirrorError};
-
-/// Largest read buffer per response: big files stream in 1 MiB chunks.
-const READ_CHUNK: usize = 1 << 20;
 
 /// Request and byte counters, exported by the coordinator's /metrics.
 #[derive(Debug, Default)]
@@ -46,7 +43,7 @@ impl MirrorMetrics {
 }
 
 pub struct MirrorState {
-    root: PathBuf,
+    files: Files,
     access_log: Option<AccessLog>,
     pub metrics: MirrorMetrics,
 }
@@ -58,7 +55,7 @@ impl MirrorState {
             source,
         })?;
         Ok(Self {
-            root,
+            files: Files::new(root),
             access_log,
             metrics: MirrorMetrics::default(),
         })
@@ -71,22 +68,25 @@ pub fn router(state: Arc<MirrorState>) -> Router {
 }
 
 async fn handle(State(state): State<Arc<MirrorState>>, request: Request) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
-        .unwrap_or_else(|| "-".into());
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = respond(&state, &method, &path, request.headers()).await;
+    let response = respond(
+        &state,
+        request.method(),
+        request.uri().path(),
+        request.headers(),
+    )
+    .await;
     state.metrics.count(response.status());
     if let Some(log) = &state.access_log {
-        log.record(access_line(&peer, &request, &response));
+        log.record(&access_line(&request, &response));
     }
     response
 }
 
-fn access_line(peer: &str, request: &Request, response: &Response) -> String {
+fn access_line(request: &Request, response: &Response) -> String {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -98,14 +98,21 @@ fn access_line(peer: &str, request: &Request, response: &Response) -> String {
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    format!(
-        "{peer} - - [{}] \"{} {} {:?}\" {} {bytes} \"-\" \"{agent}\"",
+    let mut line = String::with_capacity(160 + agent.len() + request.uri().path().len());
+    let _ = match peer {
+        Some(ip) => write!(line, "{ip}"),
+        None => write!(line, "-"),
+    };
+    let _ = write!(
+        line,
+        " - - [{}] \"{} {} {:?}\" {} {bytes} \"-\" \"{agent}\"",
         clf_time(SystemTime::now()),
         request.method(),
         request.uri(),
         request.version(),
         response.status().as_u16(),
-    )
+    );
+    line
 }
 
 /// Common Log Format time, `26/Nov/2026:15:57:36 +0000` (always UTC).
@@ -153,26 +160,20 @@ async fn respond(
     let Some(relative) = safe_relative_path(path) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let root = state.root.clone();
-    let opened = tokio::task::spawn_blocking(move || open_below(&root, &relative)).await;
-    let (file, meta) = match opened {
-        Ok(Some(found)) => found,
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    let Some(entry) = state.files.lookup(&relative).await else {
+        return StatusCode::NOT_FOUND.into_response();
     };
-    let len = meta.len();
-    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-    let etag = entity_tag(len, modified);
-    let last_modified = LastModified::from(modified);
+    let len = entry.len;
+    let etag = entry.etag.as_ref();
 
-    let mut response_headers = HeaderMap::new();
-    if let Some(etag) = &etag {
-        response_headers.typed_insert(etag.clone());
+    let mut response_headers = HeaderMap::with_capacity(8);
+    if let Some(value) = &entry.etag_value {
+        response_headers.insert(header::ETAG, value.clone());
     }
-    response_headers.typed_insert(last_modified);
+    response_headers.insert(header::LAST_MODIFIED, entry.last_modified_value.clone());
     response_headers.insert(header::CACHE_CONTROL, cache_control(path));
 
-    if not_modified(headers, etag.as_ref(), modified) {
+    if not_modified(headers, etag, entry.modified) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         response.headers_mut().extend(response_headers);
         return response;
@@ -186,7 +187,7 @@ async fn respond(
 
     let if_range_allows = headers
         .typed_get::<IfRange>()
-        .is_none_or(|if_range| !if_range.is_modified(etag.as_ref(), Some(&last_modified)));
+        .is_none_or(|if_range| !if_range.is_modified(etag, Some(&entry.last_modified)));
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let wanted = if if_range_allows {
         range::parse(range_header, len)
@@ -216,10 +217,9 @@ async fn respond(
     let body = if method == Method::HEAD || count == 0 {
         Body::empty()
     } else {
-        match file_body(file, start, count, state.metrics.bytes_sent.clone()).await {
-            Ok(body) => body,
-            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        }
+        state
+            .files
+            .body(entry, start, count, state.metrics.bytes_sent.clone())
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -248,28 +248,6 @@ fn safe_relative_path(uri_path: &str) -> Option<PathBuf> {
     Some(relative)
 }
 
-/// Opens a regular file below `root`; symlinks that lead outside the root are refused.
-fn open_below(root: &Path, relative: &Path) -> Option<(tokio::fs::File, std::fs::Metadata)> {
-    let full = root.join(relative).canonicalize().ok()?;
-    if !full.starts_with(root) {
-        return None;
-    }
-    let file = std::fs::File::open(&full).ok()?;
-    let meta = file.metadata().ok()?;
-    meta.is_file()
-        .then(|| (tokio::fs::File::from_std(file), meta))
-}
-
-/// A strong validator from size and modification time (as nginx does): published names
-/// are never rewritten with other bytes, and a re-published index gets a new mtime.
-fn entity_tag(len: u64, modified: SystemTime) -> Option<ETag> {
-    let nanos = modified
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("\"{len:x}-{nanos:x}\"").parse().ok()
-}
-
 /// RFC 9110 §13.2.2: If-None-Match decides when present; otherwise If-Modified-Since.
 fn not_modified(headers: &HeaderMap, etag: Option<&ETag>, modified: SystemTime) -> bool {
     if let (Some(if_none_match), Some(etag)) = (headers.typed_get::<IfNoneMatch>(), etag) {
@@ -283,7 +261,7 @@ fn not_modified(headers: &HeaderMap, etag: Option<&ETag>, modified: SystemTime) 
 /// Blob names are never reused for other bytes, so they may be cached forever;
 /// the index changes in place and must be revalidated.
 fn cache_control(path: &str) -> HeaderValue {
-    if path.ends_with(".gpkg.tar") || path.ends_with(".tbz2") || path.ends_with(".xpak") {
+    if is_package_file(path) {
         HeaderValue::from_static("public, max-age=31536000, immutable")
     } else {
         HeaderValue::from_static("no-cache")
@@ -301,28 +279,6 @@ fn content_type(path: &str) -> &'static str {
         _ if name.ends_with(".txt") || name.ends_with(".conf") => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     }
-}
-
-async fn file_body(
-    mut file: tokio::fs::File,
-    start: u64,
-    count: u64,
-    bytes_sent: Arc<AtomicU64>,
-) -> std::io::Result<Body> {
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start)).await?;
-    }
-    let capacity = usize::try_from(count)
-        .unwrap_or(READ_CHUNK)
-        .clamp(1, READ_CHUNK);
-    let stream =
-        tokio_util::io::ReaderStream::with_capacity(file.take(count), capacity).map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            }
-            chunk
-        });
-    Ok(Body::from_stream(stream))
 }
 
 #[cfg(test)]
