@@ -59,6 +59,8 @@ impl Identity {
 
 /// A regular file below the root, with the response headers that describe it.
 pub(super) struct FileEntry {
+    /// The request path below the root.
+    pub relative: PathBuf,
     /// `root/relative`, which resolved below the root to this file's inode.
     full: PathBuf,
     identity: Identity,
@@ -71,6 +73,13 @@ pub(super) struct FileEntry {
     pub last_modified_value: HeaderValue,
     /// The whole file, for index files.
     content: Option<Bytes>,
+}
+
+impl FileEntry {
+    /// The whole file, when it is kept in memory.
+    pub fn content(&self) -> Option<&Bytes> {
+        self.content.as_ref()
+    }
 }
 
 #[derive(Default)]
@@ -121,6 +130,24 @@ impl Files {
             cache.remember(relative, resolved.clone());
         }
         resolved
+    }
+
+    /// Opens `entry`'s file for sending, if it is still the version `entry` describes
+    /// (else the entry is forgotten and the error is `ErrorKind::NotFound`). Blocking, but
+    /// only an open and an fstat of a path just looked up.
+    pub fn open(&self, entry: &FileEntry) -> std::io::Result<File> {
+        let opened = open_version(entry);
+        if opened.is_err() {
+            self.forget(&entry.relative);
+        }
+        opened
+    }
+
+    /// Forgets what is known about `relative` (it changed under a request).
+    pub fn forget(&self, relative: &Path) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remember(relative, None);
+        }
     }
 
     /// The body with bytes `start..start + count` of `entry`; `bytes_sent` counts them as
@@ -209,6 +236,7 @@ fn resolve(root: &Path, relative: &Path) -> Option<FileEntry> {
     let last_modified = LastModified::from(modified);
     let last_modified_value = HeaderValue::from_str(&httpdate::fmt_http_date(modified)).ok()?;
     Some(FileEntry {
+        relative: relative.to_owned(),
         full,
         identity,
         len: meta.len(),
@@ -306,6 +334,18 @@ impl ChunkReader {
     }
 }
 
+/// Opens the file of `entry` if it is still that version.
+fn open_version(entry: &FileEntry) -> std::io::Result<File> {
+    let file = File::open(&entry.full)?;
+    if Identity::of(&file.metadata()?) != entry.identity {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} changed while being served", entry.full.display()),
+        ));
+    }
+    Ok(file)
+}
+
 /// The next `len` bytes of the file (opened at `start` on the first call).
 fn read_chunk(
     file: Option<File>,
@@ -316,13 +356,7 @@ fn read_chunk(
     let mut file = match file {
         Some(file) => file,
         None => {
-            let mut file = File::open(&entry.full)?;
-            if Identity::of(&file.metadata()?) != entry.identity {
-                return Err(std::io::Error::other(format!(
-                    "{} changed while being served",
-                    entry.full.display()
-                )));
-            }
+            let mut file = open_version(entry)?;
             if start > 0 {
                 file.seek(SeekFrom::Start(start))?;
             }

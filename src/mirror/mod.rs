@@ -9,6 +9,7 @@
 
 mod access_log;
 mod files;
+mod http1;
 mod range;
 mod serve;
 
@@ -43,7 +44,8 @@ pub enum MirrorError {
     Serve(#[source] std::io::Error),
 }
 
-/// Runs the mirror alone until SIGINT/SIGTERM (`binfarm mirror`).
+/// Runs the mirror alone until SIGINT/SIGTERM (`binfarm mirror`), on its own HTTP/1.1
+/// server (sendfile for package files).
 pub async fn run(
     root: &Path,
     listen: SocketAddr,
@@ -62,7 +64,7 @@ pub async fn run(
         })?;
     let local = listener.local_addr().map_err(MirrorError::Serve)?;
     tracing::info!("mirror serving {} on http://{local}/", root.display());
-    serve_until_shutdown(listener, router(state)).await
+    http1::serve(listener, state, shutdown_signal()).await
 }
 
 /// Serves `app` on `listener` (TCP_NODELAY, client addresses for the access log) until

@@ -10,11 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
 use headers::{ETag, HeaderMapExt, IfModifiedSince, IfNoneMatch, IfRange};
 
-use super::files::{is_package_file, Files};
+use super::files::{is_package_file, FileEntry, Files};
 use super::range::{self, RangeRequest};
 use super::{AccessLog, MirrorError};
 
@@ -30,7 +30,7 @@ pub struct MirrorMetrics {
 }
 
 impl MirrorMetrics {
-    fn count(&self, status: StatusCode) {
+    pub(super) fn count(&self, status: StatusCode) {
         let counter = match status {
             StatusCode::OK => &self.requests_ok,
             StatusCode::PARTIAL_CONTENT => &self.requests_partial,
@@ -43,8 +43,8 @@ impl MirrorMetrics {
 }
 
 pub struct MirrorState {
-    files: Files,
-    access_log: Option<AccessLog>,
+    pub(super) files: Files,
+    pub(super) access_log: Option<AccessLog>,
     pub metrics: MirrorMetrics,
 }
 
@@ -68,50 +68,75 @@ pub fn router(state: Arc<MirrorState>) -> Router {
 }
 
 async fn handle(State(state): State<Arc<MirrorState>>, request: Request) -> Response {
-    let response = respond(
+    let reply = reply(
         &state,
         request.method(),
         request.uri().path(),
         request.headers(),
     )
     .await;
-    state.metrics.count(response.status());
+    let status = reply.status;
+    let content_length = reply.content_length(request.method());
+    let response = reply.into_response(&state);
+    state.metrics.count(status);
     if let Some(log) = &state.access_log {
-        log.record(&access_line(&request, &response));
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        log.record(&access_line(&LoggedRequest {
+            peer,
+            method: request.method().as_str(),
+            target,
+            version: request.version(),
+            status,
+            bytes: content_length,
+            agent,
+        }));
     }
     response
 }
 
-fn access_line(request: &Request, response: &Response) -> String {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    let bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| request.method() != Method::HEAD)
-        .unwrap_or("-");
-    let agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let mut line = String::with_capacity(160 + agent.len() + request.uri().path().len());
-    let _ = match peer {
+/// What the access log says of a request.
+pub(super) struct LoggedRequest<'a> {
+    pub peer: Option<std::net::IpAddr>,
+    pub method: &'a str,
+    /// The request target as sent (path and query).
+    pub target: &'a str,
+    pub version: axum::http::Version,
+    pub status: StatusCode,
+    /// Body bytes sent (None: no body, as for HEAD).
+    pub bytes: Option<u64>,
+    pub agent: Option<&'a str>,
+}
+
+/// One line in the combined log format.
+pub(super) fn access_line(request: &LoggedRequest<'_>) -> String {
+    let agent = request.agent.unwrap_or("-");
+    let mut line = String::with_capacity(160 + agent.len() + request.target.len());
+    let _ = match request.peer {
         Some(ip) => write!(line, "{ip}"),
         None => write!(line, "-"),
     };
     let _ = write!(
         line,
-        " - - [{}] \"{} {} {:?}\" {} {bytes} \"-\" \"{agent}\"",
+        " - - [{}] \"{} {} {:?}\" {} ",
         clf_time(SystemTime::now()),
-        request.method(),
-        request.uri(),
-        request.version(),
-        response.status().as_u16(),
+        request.method,
+        request.target,
+        request.version,
+        request.status.as_u16(),
     );
+    let _ = match request.bytes {
+        Some(bytes) => write!(line, "{bytes}"),
+        None => write!(line, "-"),
+    };
+    let _ = write!(line, " \"-\" \"{agent}\"");
     line
 }
 
@@ -144,24 +169,81 @@ fn clf_time(now: SystemTime) -> String {
     )
 }
 
-async fn respond(
+/// The answer to a request, before it is written out (by axum in `binfarm serve`, by
+/// the mirror's own HTTP/1.1 server in `binfarm mirror`).
+pub(super) struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: ReplyBody,
+}
+
+pub(super) enum ReplyBody {
+    Empty,
+    /// Bytes `start..start + count` of a file.
+    File {
+        entry: Arc<FileEntry>,
+        start: u64,
+        count: u64,
+    },
+}
+
+impl Reply {
+    pub fn empty(status: StatusCode) -> Reply {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: ReplyBody::Empty,
+        }
+    }
+
+    /// Body bytes the response carries for `method` (None: HEAD, 304).
+    pub fn content_length(&self, method: &Method) -> Option<u64> {
+        if method == Method::HEAD || self.status == StatusCode::NOT_MODIFIED {
+            return None;
+        }
+        Some(match &self.body {
+            ReplyBody::Empty => 0,
+            ReplyBody::File { count, .. } => *count,
+        })
+    }
+
+    fn into_response(self, state: &MirrorState) -> Response {
+        let body = match self.body {
+            ReplyBody::Empty => Body::empty(),
+            ReplyBody::File {
+                entry,
+                start,
+                count,
+            } => state
+                .files
+                .body(entry, start, count, state.metrics.bytes_sent.clone()),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+/// GET and HEAD of files below the root, with conditional and range requests.
+pub(super) async fn reply(
     state: &MirrorState,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-) -> Response {
+) -> Reply {
     if method != Method::GET && method != Method::HEAD {
-        let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-        response
-            .headers_mut()
+        let mut reply = Reply::empty(StatusCode::METHOD_NOT_ALLOWED);
+        reply
+            .headers
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+        return reply;
     }
     let Some(relative) = safe_relative_path(path) else {
-        return StatusCode::NOT_FOUND.into_response();
+        return Reply::empty(StatusCode::NOT_FOUND);
     };
     let Some(entry) = state.files.lookup(&relative).await else {
-        return StatusCode::NOT_FOUND.into_response();
+        return Reply::empty(StatusCode::NOT_FOUND);
     };
     let len = entry.len;
     let etag = entry.etag.as_ref();
@@ -174,9 +256,11 @@ async fn respond(
     response_headers.insert(header::CACHE_CONTROL, cache_control(path));
 
     if not_modified(headers, etag, entry.modified) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        response.headers_mut().extend(response_headers);
-        return response;
+        return Reply {
+            status: StatusCode::NOT_MODIFIED,
+            headers: response_headers,
+            body: ReplyBody::Empty,
+        };
     }
 
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -205,26 +289,29 @@ async fn respond(
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         RangeRequest::Unsatisfiable => {
-            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            let mut reply = Reply::empty(StatusCode::RANGE_NOT_SATISFIABLE);
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, value);
+                reply.headers.insert(header::CONTENT_RANGE, value);
             }
-            return response;
+            return reply;
         }
     };
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
 
     let body = if method == Method::HEAD || count == 0 {
-        Body::empty()
+        ReplyBody::Empty
     } else {
-        state
-            .files
-            .body(entry, start, count, state.metrics.bytes_sent.clone())
+        ReplyBody::File {
+            entry,
+            start,
+            count,
+        }
     };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    *response.headers_mut() = response_headers;
-    response
+    Reply {
+        status,
+        headers: response_headers,
+        body,
+    }
 }
 
 /// The request path as a relative path with only normal components, or None when it
