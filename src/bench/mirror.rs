@@ -885,8 +885,9 @@ impl fmt::Display for MirrorBenchReport {
         )?;
         writeln!(
             f,
-            "servers: binfarm mirror ({} tokio worker threads, access log on) vs {} \
-             (worker_processes {}, sendfile on, access_log on); same tree, 127.0.0.1",
+            "servers: binfarm mirror (TOKIO_WORKER_THREADS={}, plus tokio's blocking pool for \
+             first lookups and the access-log thread; access log on) vs {} (worker_processes {}, \
+             sendfile on, tcp_nopush on, access_log on); same tree, 127.0.0.1",
             self.workers, self.nginx_version, self.workers
         )?;
         writeln!(
@@ -973,7 +974,7 @@ impl fmt::Display for MirrorBenchReport {
             writeln!(
                 f,
                 "  server memory under {} clients < 200 MB: peak VmRSS {:.1} MB {} \
-                 (VmHWM over the whole benchmark {})",
+                 (VmHWM at the end: {}; the kernel updates it lazily)",
                 s.connections,
                 mb(peak),
                 verdict(peak < 200_000_000),

@@ -2,10 +2,12 @@
 //! Portage clients. GET and HEAD, single Range requests (download resume), conditional
 //! requests (If-None-Match / If-Modified-Since -> 304, If-Range), ETag, Last-Modified,
 //! exact Content-Length and types, no path escapes, an access log. Index files are served
-//! from memory (revalidated by one stat per request), package files in chunks of up to
-//! 512 KiB under a server-wide memory budget (see `files`).
+//! from memory (revalidated by one stat per request, see `files`).
 //!
-//! Runs inside `binfarm serve` (nested under a prefix) or alone as `binfarm mirror`.
+//! Runs alone as `binfarm mirror`, on its own HTTP/1.1 server that sends package files
+//! with sendfile (`http1`), or inside `binfarm serve` as an axum route (nested under a
+//! prefix) that streams them in chunks of up to 512 KiB under a server-wide memory
+//! budget. Both answer through the same `serve::reply`.
 
 mod access_log;
 mod files;
