@@ -220,6 +220,19 @@ fn own_server_connections_and_fresh_indexes() {
     std::fs::write(tree.join("Packages"), "VERSION: 0\nTIMESTAMP: 33\n\n").unwrap();
     let rewritten = request(a, "GET", "/web-v3/stable/Packages", &[]);
     assert_eq!(rewritten.body, b"VERSION: 0\nTIMESTAMP: 33\n\n");
+    // A big index (kept in memory, written behind its headers with vectored writes).
+    let big: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(tree.join(".Packages.new"), &big).unwrap();
+    std::fs::rename(tree.join(".Packages.new"), tree.join("Packages")).unwrap();
+    let whole = request(a, "GET", "/web-v3/stable/Packages", &[]);
+    assert_eq!(whole.body, big);
+    let tail = request(
+        a,
+        "GET",
+        "/web-v3/stable/Packages",
+        &[("Range", "bytes=299990-")],
+    );
+    assert_eq!((tail.status, tail.body.as_slice()), (206, &big[299_990..]));
     // Removed: gone.
     std::fs::remove_file(tree.join("Packages")).unwrap();
     assert_eq!(

@@ -6,7 +6,8 @@
 //!
 //! Requests that announce a body are answered and the connection closed (a mirror takes
 //! no uploads). Limits: 32 KiB of request head, 100 header fields, 30 s to send a head,
-//! 60 s idle between requests, 60 s without write progress.
+//! 60 s idle between requests, 60 s without write progress (headers and in-memory bodies
+//! of up to 16 KiB must go in one 60 s window).
 //!
 //! sendfile and the file open run on the runtime threads: for files in the page cache
 //! they cost microseconds; a file read from disk stalls that thread for the read, as it
@@ -319,25 +320,22 @@ impl Connection {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))?
     }
 
-    /// Writes `first` then `second` with vectored writes.
+    /// Writes `first` then `second` with vectored writes; the timeout is per write (a
+    /// slow client may take long over a big index, but must keep reading).
     async fn write_pair_timed(&mut self, mut first: &[u8], mut second: &[u8]) -> io::Result<()> {
-        let stream = &mut self.stream;
-        tokio::time::timeout(WRITE_TIMEOUT, async move {
-            while !first.is_empty() || !second.is_empty() {
-                let written = stream
-                    .write_vectored(&[IoSlice::new(first), IoSlice::new(second)])
-                    .await?;
-                if written == 0 {
-                    return Err(io::Error::from(io::ErrorKind::WriteZero));
-                }
-                let from_first = written.min(first.len());
-                first = &first[from_first..];
-                second = &second[written - from_first..];
+        while !first.is_empty() || !second.is_empty() {
+            let slices = [IoSlice::new(first), IoSlice::new(second)];
+            let written = tokio::time::timeout(WRITE_TIMEOUT, self.stream.write_vectored(&slices))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))??;
+            if written == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
             }
-            Ok(())
-        })
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))?
+            let from_first = written.min(first.len());
+            first = &first[from_first..];
+            second = &second[written - from_first..];
+        }
+        Ok(())
     }
 }
 
