@@ -5,6 +5,8 @@
 #   - Debian packages: pax-utils (scanelf, soname metadata in binpkgs), gnupg,
 #     distcc (distccd for the distcc build test), zstd, curl, vsftpd (the FTP mirror tests
 #     start their own instance on 127.0.0.1; the package's system service is not used),
+#     chromium (tests/web_browser.rs loads the web pages in headless chromium),
+#     wget (Portage's default FETCHCOMMAND: nodes download binpkgs from ftp:// binhosts with it),
 #     nginx and wrk (`binfarm bench mirror` runs its own nginx as the current user on
 #     127.0.0.1 and drives it with wrk; the package's system service is never started)
 #   - real Portage from PyPI in a project-local venv (.venv), pinned
@@ -18,7 +20,7 @@ VENV=${BINFARM_VENV:-$ROOT_DIR/.venv}
 PORTAGE_VERSION=3.0.83
 # The newest ansible-core line that still runs on Debian 12's Python 3.11.
 ANSIBLE_CORE_VERSION=2.19.14
-DEBIAN_PACKAGES=(pax-utils gnupg distcc zstd curl ca-certificates vsftpd nginx wrk)
+DEBIAN_PACKAGES=(pax-utils gnupg distcc zstd curl ca-certificates vsftpd chromium wget nginx wrk)
 
 log() { printf 'setup: %s\n' "$*"; }
 

@@ -16,4 +16,5 @@ pub mod publish;
 pub mod rollout;
 pub mod sign;
 pub mod store;
+pub mod web;
 pub mod worker;

@@ -71,6 +71,8 @@ enum Command {
     Build(binfarm::worker::cli::BuildArgs),
     /// Print the merge list with dependency edges and per-package USE, as JSON.
     Plan(binfarm::worker::cli::PlanArgs),
+    /// Run a Portage program (emerge, ebuild, egencache, ...) in a profile's root on this host.
+    Portage(binfarm::worker::cli::PortageArgs),
     /// Make a directory on an FTP server mirror a local mirror tree (blobs first, index
     /// last, by temporary name + rename; resumable). Prints the report as JSON.
     FtpPublish {
@@ -119,6 +121,9 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Pause or resume a worker (a paused worker gets no new leases).
+    #[command(subcommand)]
+    Workers(WorkersCommand),
     /// Cancel a request.
     Cancel {
         request: i64,
@@ -234,6 +239,22 @@ struct AdminArgs {
     /// File holding the admin token (default: the config's admin_token_file).
     #[arg(long)]
     token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum WorkersCommand {
+    /// Stop giving the worker new steps (its running step finishes).
+    Pause {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Give the worker steps again (also after an automatic pause for repeated failures).
+    Resume {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -425,6 +446,7 @@ fn main() -> ExitCode {
         } => binfarm::worker::cli::profile_render(&args).map_err(Into::into),
         Command::Build(args) => binfarm::worker::cli::build(&args).map_err(Into::into),
         Command::Plan(args) => binfarm::worker::cli::plan(&args).map_err(Into::into),
+        Command::Portage(args) => binfarm::worker::cli::portage(&args).map_err(Into::into),
         Command::Bench(BenchCommand::Publish { packages }) => {
             print_text(binfarm::publish::bench::bench_publish(packages))
         }
@@ -480,6 +502,14 @@ fn main() -> ExitCode {
             profile,
             admin,
         } => admin_client(&admin).and_then(|c| binfarm::cli::farm::rebuild(&c, &atom, &profile)),
+        Command::Workers(command) => {
+            let (name, admin, paused) = match command {
+                WorkersCommand::Pause { name, admin } => (name, admin, true),
+                WorkersCommand::Resume { name, admin } => (name, admin, false),
+            };
+            admin_client(&admin)
+                .and_then(|c| binfarm::cli::farm::set_worker_paused(&c, &name, paused))
+        }
         Command::Cancel { request, admin } => {
             admin_client(&admin).and_then(|c| binfarm::cli::farm::cancel(&c, request))
         }

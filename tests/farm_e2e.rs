@@ -580,6 +580,27 @@ fn uploads_are_checked_before_they_are_stored() {
         stored.len() <= 1,
         "only the (empty) log may be stored: {stored:?}"
     );
+
+    // An operator pauses the worker: the ready step is not leased to it; resumed, it is.
+    let out = farm.binfarm(&["workers", "pause", "manual"]);
+    assert!(out.contains("worker manual: paused"), "{out}");
+    let (status, job) = farm.call(
+        "POST",
+        "/api/v1/worker/lease",
+        t,
+        Some(json!({"wait_seconds": 2})),
+    );
+    assert_eq!(status, 204, "a paused worker got a job: {job}");
+    let out = farm.binfarm(&["workers", "resume", "manual"]);
+    assert!(out.contains("worker manual: active"), "{out}");
+    let (status, job) = farm.call(
+        "POST",
+        "/api/v1/worker/lease",
+        t,
+        Some(json!({"wait_seconds": 5})),
+    );
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["step_id"].as_i64(), Some(step), "{job}");
 }
 
 /// An outer tar whose member names are written as given (the tar crate refuses `..`).

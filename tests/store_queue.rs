@@ -51,6 +51,20 @@ fn step(cpv: &str, rank: i64, deps: &[usize]) -> NewStep {
     }
 }
 
+/// A step the plan found built already (`Cached`) or failed already (`CachedFailure`).
+fn planned_as(cpv: &str, rank: i64, initial: InitialState) -> NewStep {
+    NewStep {
+        initial,
+        ..step(cpv, rank, &[])
+    }
+}
+
+fn cached_failure() -> InitialState {
+    InitialState::CachedFailure {
+        reason: "cached failure".to_string(),
+    }
+}
+
 fn request(db: &mut Db, profile: &str, steps: &[NewStep]) -> (i64, Vec<i64>) {
     let id = db
         .create_request(
@@ -71,6 +85,28 @@ fn success(ms: i64) -> StepOutcome {
         duration_ms: ms,
         log_blob: None,
         results: Vec::new(),
+    }
+}
+
+/// Stores `data` as a binpkg blob (file, then row), the way an upload does; its sha512.
+fn store_binpkg(store: &Store, db: &mut Db, data: &[u8]) -> String {
+    let blob = store
+        .blobs()
+        .put_stream(data, None, 1 << 20)
+        .expect("put blob");
+    db.record_blob(&blob.sha512, blob.size, "binpkg", T0)
+        .expect("record blob");
+    blob.sha512
+}
+
+fn success_with_binpkg(ms: i64, name: &str, sha512: &str) -> StepOutcome {
+    StepOutcome::Succeeded {
+        duration_ms: ms,
+        log_blob: None,
+        results: vec![StepResultFile {
+            name: name.to_string(),
+            blob: sha512.to_string(),
+        }],
     }
 }
 
@@ -326,23 +362,11 @@ fn completing_twice_is_harmless() {
     let lease = db.lease_next(w, T0).expect("lease").expect("step");
 
     // The binpkg is stored first (file, then row), then named in the completion.
-    let data = b"pretend gpkg".to_vec();
-    let blob = store
-        .blobs()
-        .put_stream(&data[..], None, 1 << 20)
-        .expect("put blob");
-    db.record_blob(&blob.sha512, blob.size, "binpkg", T0)
-        .expect("record blob");
-    db.record_blob(&blob.sha512, blob.size, "binpkg", T0)
+    let data = b"pretend gpkg";
+    let sha512 = store_binpkg(&store, &mut db, data);
+    db.record_blob(&sha512, data.len() as u64, "binpkg", T0)
         .expect("recording again is harmless");
-    let outcome = StepOutcome::Succeeded {
-        duration_ms: 1234,
-        log_blob: None,
-        results: vec![StepResultFile {
-            name: "cat/lib/lib-1.0-1.gpkg.tar".to_string(),
-            blob: blob.sha512.clone(),
-        }],
-    };
+    let outcome = success_with_binpkg(1234, "cat/lib/lib-1.0-1.gpkg.tar", &sha512);
     let first = db
         .complete_step(lease.step_id, lease.lease_id, w, &outcome, T0 + 2)
         .expect("complete");
@@ -575,18 +599,12 @@ fn cancelling_a_request_stops_its_steps_and_revokes_leases() {
 fn planned_cached_steps_and_cached_failures() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_store, mut db) = open(dir.path());
-    let mut cached = step("cat/base-1.0", 0, &[]);
-    cached.initial = InitialState::Cached;
-    let mut failed = step("cat/bad-1.0", 1, &[]);
-    failed.initial = InitialState::CachedFailure {
-        reason: "cached failure".to_string(),
-    };
     let (req, ids) = request(
         &mut db,
         "p",
         &[
-            cached,
-            failed,
+            planned_as("cat/base-1.0", 0, InitialState::Cached),
+            planned_as("cat/bad-1.0", 1, cached_failure()),
             step("cat/on-base-1.0", 2, &[0]),
             step("cat/on-bad-1.0", 3, &[1]),
         ],
@@ -603,8 +621,7 @@ fn planned_cached_steps_and_cached_failures() {
     assert_eq!(db.request(req).expect("req").state, RequestState::Running);
 
     // Nothing to build at all: the request finishes at once.
-    let mut only_cached = step("cat/x-1.0", 0, &[]);
-    only_cached.initial = InitialState::Cached;
+    let only_cached = planned_as("cat/x-1.0", 0, InitialState::Cached);
     let (req2, _) = request(&mut db, "p", &[only_cached]);
     assert_eq!(
         db.request(req2).expect("req").state,
@@ -686,4 +703,124 @@ fn a_restarted_coordinator_resumes_from_the_database() {
         .expect("complete");
     assert_eq!(db.request(req).expect("req").state, RequestState::Succeeded);
     assert!(db.unfinished_requests().expect("unfinished").is_empty());
+}
+
+/// Builds the leased step of `worker`, storing `data` as its binpkg; returns the lease's
+/// step id, BUILD_ID and the blob's sha512.
+fn build_with_binpkg(store: &Store, db: &mut Db, worker: i64, data: &[u8]) -> (i64, i64, String) {
+    let lease = db.lease_next(worker, T0).expect("lease").expect("a step");
+    let sha512 = store_binpkg(store, db, data);
+    let name = format!("{}-{}.gpkg.tar", lease.cpv, lease.build_id);
+    let outcome = success_with_binpkg(5, &name, &sha512);
+    db.complete_step(lease.step_id, lease.lease_id, worker, &outcome, T0 + 1)
+        .expect("complete");
+    (lease.step_id, lease.build_id, sha512)
+}
+
+#[test]
+fn a_requests_binpkgs_are_its_built_and_cached_steps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, mut db) = open(dir.path());
+    let w = worker(&mut db, "w", &["p"]);
+    // The first request builds zeta; the second has it cached, builds beta and has a
+    // cached failure; a request of another profile has zeta's fingerprint cached too.
+    request(&mut db, "p", &[step("cat/zeta-1.0", 0, &[])]);
+    let (zeta_step, zeta_build_id, zeta_blob) =
+        build_with_binpkg(&store, &mut db, w, b"zeta binpkg");
+    let zeta_cached = planned_as("cat/zeta-1.0", 0, InitialState::Cached);
+    let (req, ids) = request(
+        &mut db,
+        "p",
+        &[
+            zeta_cached.clone(),
+            step("cat/beta-1.0", 1, &[]),
+            planned_as("cat/fail-1.0", 2, cached_failure()),
+        ],
+    );
+    let (beta_step, beta_build_id, beta_blob) =
+        build_with_binpkg(&store, &mut db, w, b"beta's binpkg");
+    assert_eq!(beta_step, ids[1]);
+    let (other_profile, _) = request(&mut db, "q", &[zeta_cached]);
+
+    // The coordinator's view: the finished steps' binpkgs, in step order.
+    let binpkgs = db.request_binpkgs(req).expect("binpkgs");
+    let names: Vec<(&str, i64, &str, &str, u64)> = binpkgs
+        .iter()
+        .map(|b| {
+            (
+                b.cpv.as_str(),
+                b.build_id,
+                b.path.as_str(),
+                b.sha512.as_str(),
+                b.size,
+            )
+        })
+        .collect();
+    let zeta_path = format!("cat/zeta/zeta-1.0-{zeta_build_id}.gpkg.tar");
+    let beta_path = format!("cat/beta/beta-1.0-{beta_build_id}.gpkg.tar");
+    assert_eq!(
+        names,
+        vec![
+            (
+                "cat/zeta-1.0",
+                zeta_build_id,
+                zeta_path.as_str(),
+                zeta_blob.as_str(),
+                11
+            ),
+            (
+                "cat/beta-1.0",
+                beta_build_id,
+                beta_path.as_str(),
+                beta_blob.as_str(),
+                13
+            ),
+        ]
+    );
+    assert_ne!(
+        zeta_step, ids[0],
+        "the cached step is not the one that built"
+    );
+
+    // Publishing's view: every step by CPV, None where nothing was stored.
+    let packages = db.request_packages(req).expect("packages");
+    let summary: Vec<(i64, &str, StepState, Option<&str>)> = packages
+        .iter()
+        .map(|p| {
+            (
+                p.step_id,
+                p.cpv.as_str(),
+                p.state,
+                p.binpkg.as_ref().map(|b| b.sha512.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                ids[1],
+                "cat/beta-1.0",
+                StepState::Succeeded,
+                Some(beta_blob.as_str())
+            ),
+            (ids[2], "cat/fail-1.0", StepState::Failed, None),
+            (
+                ids[0],
+                "cat/zeta-1.0",
+                StepState::Cached,
+                Some(zeta_blob.as_str())
+            ),
+        ]
+    );
+    assert_eq!(packages[0].binpkg.as_ref(), Some(&binpkgs[1]));
+
+    // Builds of another profile do not count.
+    assert!(db
+        .request_binpkgs(other_profile)
+        .expect("binpkgs")
+        .is_empty());
+    let packages = db.request_packages(other_profile).expect("packages");
+    assert_eq!(packages.len(), 1);
+    assert_eq!(packages[0].binpkg, None);
 }

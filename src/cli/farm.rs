@@ -184,6 +184,27 @@ pub fn cancel(client: &AdminClient, request: i64) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `binfarm workers pause|resume NAME`: a paused worker gets no new leases.
+pub fn set_worker_paused(client: &AdminClient, name: &str, paused: bool) -> Result<ExitCode> {
+    let action = if paused { "pause" } else { "resume" };
+    let name_in_path =
+        percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    let reply = client.post_json(
+        &format!("/api/v1/workers/{name_in_path}/{action}"),
+        &serde_json::json!({}),
+    )?;
+    println!(
+        "worker {}: {}",
+        reply["name"].as_str().unwrap_or(name),
+        if reply["paused"].as_bool() == Some(true) {
+            "paused"
+        } else {
+            "active"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Requests (or one request with its steps) and workers.
 pub fn status(client: &AdminClient, request: Option<i64>, json: bool) -> Result<ExitCode> {
     if let Some(id) = request {

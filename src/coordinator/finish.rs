@@ -20,7 +20,10 @@ pub struct RequestSummary {
     pub built: usize,
     pub cached: usize,
     pub failed: Vec<FailedStep>,
+    /// The request's web page.
     pub url: String,
+    /// The request as JSON (admin API).
+    pub api_url: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -29,7 +32,10 @@ pub struct FailedStep {
     pub cpv: String,
     pub state: String,
     pub reason: Option<String>,
+    /// The build log page (follows a live log).
     pub log_url: String,
+    /// The log as plain text.
+    pub log_text_url: String,
 }
 
 /// Called after anything that may end a request; acts once per finished request.
@@ -83,10 +89,12 @@ pub async fn after_step_change(app: &Arc<Coordinator>, request_id: i64) {
                 cpv: s.cpv.clone(),
                 state: s.state.to_string(),
                 reason: s.reason.clone(),
-                log_url: format!("{base}/api/v1/steps/{}/log", s.id),
+                log_url: format!("{base}{}", crate::web::step_log_url(s.id)),
+                log_text_url: format!("{base}/api/v1/steps/{}/log", s.id),
             })
             .collect(),
-        url: format!("{base}/api/v1/requests/{request_id}"),
+        url: format!("{base}{}", crate::web::request_url(request_id)),
+        api_url: format!("{base}/api/v1/requests/{request_id}"),
     };
     tracing::info!(
         "request {request_id} ({} {}) {}: {} steps, {} built, {} cached, {} failed or blocked",
@@ -107,72 +115,228 @@ pub async fn after_step_change(app: &Arc<Coordinator>, request_id: i64) {
 /// A succeeded request becomes a snapshot published to `testing`: the local mirror tree
 /// first, then every FTP target (blobs first, index last on each).
 async fn publish(app: &Arc<Coordinator>, request: &crate::store::RequestRow) {
-    let profile = match app.profile(&request.profile) {
+    let outcome = {
+        let _publishing = app.publishing.lock().await;
+        publish_locally(app, request.id, &request.profile, None).await
+    };
+    if let Some(outcome) = outcome {
+        push_to_ftp(app, &outcome.profile, &outcome.channel).await;
+    }
+}
+
+/// The publishing settings of farm.toml, for the coordinator's store.
+fn publisher(app: &Coordinator) -> crate::publish::Publisher {
+    let settings = crate::publish::config::PublishConfig::from_farm(&app.config);
+    let mut publisher =
+        crate::publish::Publisher::new(app.store.clone(), settings.mirror_root.clone());
+    publisher.ttl = (settings.ttl > 0).then_some(settings.ttl);
+    publisher.retention = settings.retention;
+    publisher
+}
+
+/// Publishes request `request_id` of `profile` to the local `testing` tree: its snapshot
+/// `existing` (made before a crash, never published) or a new one. Errors are logged;
+/// None then. Callers hold `app.publishing`.
+async fn publish_locally(
+    app: &Arc<Coordinator>,
+    request_id: i64,
+    profile: &str,
+    existing: Option<crate::publish::SnapshotId>,
+) -> Option<crate::publish::PublishOutcome> {
+    let profile = match app.profile(profile) {
         Ok(p) => p,
         Err(err) => {
-            tracing::error!("request {}: cannot publish: {err}", request.id);
-            return;
+            tracing::error!("request {request_id}: cannot publish: {err}");
+            return None;
         }
     };
     let app2 = app.clone();
-    let request_id = request.id;
     let published =
         tokio::task::spawn_blocking(move || -> Result<crate::publish::PublishOutcome, String> {
-            let settings = crate::publish::config::PublishConfig::from_farm(&app2.config);
-            let mut publisher =
-                crate::publish::Publisher::new(app2.store.clone(), settings.mirror_root.clone());
-            publisher.ttl = (settings.ttl > 0).then_some(settings.ttl);
-            publisher.retention = settings.retention;
+            let publisher = publisher(&app2);
             let mut db = app2.store.connect().map_err(|e| e.to_string())?;
-            let options = crate::publish::RequestSnapshotOptions {
-                allow_incomplete: false,
-                note: Some(format!("request {request_id}")),
-            };
-            crate::publish::publish_request(
-                &publisher,
-                &mut db,
-                &profile,
-                request_id,
-                &options,
-                crate::store::unix_now(),
-            )
+            let now = crate::store::unix_now();
+            match existing {
+                Some(snapshot) => crate::publish::publish_snapshot_to(
+                    &publisher,
+                    &mut db,
+                    snapshot,
+                    crate::publish::TESTING,
+                    now,
+                ),
+                None => crate::publish::publish_request(
+                    &publisher,
+                    &mut db,
+                    &profile,
+                    request_id,
+                    &crate::publish::RequestSnapshotOptions {
+                        allow_incomplete: false,
+                        note: Some(format!("request {request_id}")),
+                    },
+                    now,
+                ),
+            }
             .map_err(|e| e.to_string())
         })
         .await;
-    let outcome = match published {
-        Ok(Ok(outcome)) => outcome,
+    match published {
+        Ok(Ok(outcome)) => {
+            tracing::info!(
+                "request {request_id}: snapshot {} published to {}/{}",
+                outcome.snapshot,
+                outcome.profile,
+                outcome.channel
+            );
+            Some(outcome)
+        }
         Ok(Err(err)) => {
             tracing::error!("request {request_id}: publishing failed: {err}");
-            return;
+            None
         }
         Err(err) => {
             tracing::error!("request {request_id}: publishing task: {err}");
-            return;
+            None
         }
-    };
-    tracing::info!(
-        "request {request_id}: snapshot {} published to {}/{}",
-        outcome.snapshot,
-        outcome.profile,
-        outcome.channel
-    );
-    let tree = app
-        .config
-        .mirror
-        .root
-        .join(&outcome.profile)
-        .join(&outcome.channel);
-    let remote_dir = format!("{}/{}", outcome.profile, outcome.channel);
-    for target in &app.config.ftp {
-        match target.publish_tree(&tree, &remote_dir).await {
+    }
+}
+
+/// The local tree of `profile`/`channel` to every FTP target of farm.toml (one push at a
+/// time, so an older tree never overtakes a newer one on a server).
+async fn push_to_ftp(app: &Arc<Coordinator>, profile: &str, channel: &str) {
+    if app.config.ftp.is_empty() {
+        return;
+    }
+    let _pushing = app.ftp_pushing.lock().await;
+    let pushes = crate::publish::mirrors::push_tree(
+        &app.config.ftp,
+        &app.config.mirror.root,
+        profile,
+        channel,
+    )
+    .await;
+    for push in pushes {
+        match push.result {
             Ok(report) => tracing::info!(
-                "request {request_id}: ftp {} {remote_dir}: {} uploaded, {} already there",
-                target.host_label(),
+                "ftp {} {profile}/{channel}: {} uploaded, {} already there",
+                push.host,
                 report.uploaded,
                 report.already_present
             ),
-            Err(err) => tracing::error!("request {request_id}: ftp {}: {err}", target.host_label()),
+            Err(err) => tracing::error!("ftp {} {profile}/{channel}: {err}", push.host),
         }
+    }
+}
+
+/// Run once when the coordinator starts: finishes the publishing a previous run left
+/// undone when it was killed (or publishing failed).
+/// 1. channel trees that are not at their pointer's snapshot (killed between the pointer
+///    move and the index) are published again;
+/// 2. succeeded requests whose snapshot never reached `testing` are published, oldest
+///    first (see [`crate::store::Db::unpublished_requests`]); each is claimed in
+///    `app.finished` first, so a request is published by one path only;
+/// 3. every channel tree goes to the FTP targets (killed before, or a server was down):
+///    only what a server lacks is uploaded.
+pub async fn recover_publishing(app: Arc<Coordinator>) {
+    let channels = {
+        let _publishing = app.publishing.lock().await;
+        resync_local_trees(&app).await;
+        let unpublished = match app
+            .with_db(|db| db.unpublished_requests(crate::publish::TESTING))
+            .await
+        {
+            Ok(list) => list,
+            Err(err) => {
+                tracing::error!("finding requests to publish: {err}");
+                Vec::new()
+            }
+        };
+        tracing::info!(
+            "startup: {} succeeded request(s) without a published snapshot",
+            unpublished.len()
+        );
+        for request in unpublished {
+            let claimed = app
+                .finished
+                .lock()
+                .map(|mut set| set.insert(request.request_id))
+                .unwrap_or(false);
+            if !claimed {
+                continue;
+            }
+            tracing::info!(
+                "request {} ({}) succeeded but was not published{}: publishing it now",
+                request.request_id,
+                request.profile,
+                match request.snapshot_id {
+                    Some(id) => format!(" (its snapshot {id} was made)"),
+                    None => String::new(),
+                }
+            );
+            publish_locally(
+                &app,
+                request.request_id,
+                &request.profile,
+                request.snapshot_id,
+            )
+            .await;
+        }
+        app.with_db(|db| db.list_channels(None))
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!("listing channels: {err}");
+                Vec::new()
+            })
+    };
+    for channel in channels {
+        push_to_ftp(&app, &channel.profile, &channel.name).await;
+    }
+    tracing::info!("startup: publishing recovered");
+}
+
+/// Publishes again every channel tree whose last recorded publish is not of the snapshot
+/// its channel points at.
+async fn resync_local_trees(app: &Arc<Coordinator>) {
+    let app2 = app.clone();
+    let outcome = tokio::task::spawn_blocking(move || -> Result<Vec<String>, String> {
+        let publisher = publisher(&app2);
+        let mut db = app2.store.connect().map_err(|e| e.to_string())?;
+        let shown: std::collections::HashMap<String, i64> = db
+            .list_mirror_trees()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|t| (t.tree, t.snapshot_id))
+            .collect();
+        let mut done = Vec::new();
+        for channel in db.list_channels(None).map_err(|e| e.to_string())? {
+            let tree =
+                crate::publish::tree_dir(&publisher.mirror_root, &channel.profile, &channel.name)
+                    .map_err(|e| e.to_string())?;
+            if shown.get(tree.to_string_lossy().as_ref()) == Some(&channel.snapshot_id) {
+                continue;
+            }
+            crate::publish::sync_channel(
+                &publisher,
+                &mut db,
+                &channel.profile,
+                &channel.name,
+                crate::store::unix_now(),
+            )
+            .map_err(|e| format!("{}/{}: {e}", channel.profile, channel.name))?;
+            done.push(format!(
+                "{}/{} (snapshot {})",
+                channel.profile, channel.name, channel.snapshot_id
+            ));
+        }
+        Ok(done)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(done)) if !done.is_empty() => {
+            tracing::warn!("startup: trees behind their channel, published again: {done:?}")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::error!("startup: publishing channel trees again: {err}"),
+        Err(err) => tracing::error!("startup: channel tree task: {err}"),
     }
 }
 

@@ -68,8 +68,14 @@ pub struct Coordinator {
     /// Byte offsets of live logs, so `logs --follow` can poll.
     log_dir: PathBuf,
     profiles: Mutex<HashMap<String, Arc<Profile>>>,
-    /// Requests whose end was already acted on (this run).
+    /// Requests whose end was already acted on (this run): whoever inserts a request
+    /// first publishes it.
     finished: Mutex<std::collections::HashSet<i64>>,
+    /// Held while a snapshot is made and published locally, so publishes of finished
+    /// requests and the startup recovery happen one after the other, in order.
+    publishing: tokio::sync::Mutex<()>,
+    /// Held while trees are pushed to the FTP targets.
+    ftp_pushing: tokio::sync::Mutex<()>,
 }
 
 impl Coordinator {
@@ -103,6 +109,8 @@ impl Coordinator {
             log_dir,
             profiles: Mutex::new(HashMap::new()),
             finished: Mutex::new(std::collections::HashSet::new()),
+            publishing: tokio::sync::Mutex::new(()),
+            ftp_pushing: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -349,6 +357,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Result<Router, CoordinatorError>
     let mut app = Router::new()
         .merge(routes_worker::router())
         .merge(routes_admin::router())
+        .merge(crate::web::router())
         .with_state(coordinator.clone());
     if coordinator.config.mirror.serve {
         std::fs::create_dir_all(&coordinator.config.mirror.root).map_err(|e| {
@@ -388,6 +397,7 @@ pub async fn serve(config: FarmConfig) -> Result<(), CoordinatorError> {
         coordinator.config.state.dir.display()
     );
     tokio::spawn(coordinator.clone().housekeeping());
+    tokio::spawn(finish::recover_publishing(coordinator.clone()));
     crate::mirror::serve_until_shutdown(listener, app).await?;
     Ok(())
 }

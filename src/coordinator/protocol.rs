@@ -87,6 +87,10 @@ pub struct FarmBinpkg {
 pub struct HeartbeatRequest {
     pub leases: Vec<i64>,
     pub plan_leases: Vec<String>,
+    /// The host's 1-minute load average (/proc/loadavg), shown on the dashboard. Optional:
+    /// workers older than this field send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_1min: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,4 +156,23 @@ pub enum NewRequestBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_without_load_still_parses() {
+        let old: HeartbeatRequest =
+            serde_json::from_str(r#"{"leases": [3], "plan_leases": []}"#).expect("old heartbeat");
+        assert_eq!(old.load_1min, None);
+        let new: HeartbeatRequest =
+            serde_json::from_str(r#"{"leases": [], "plan_leases": [], "load_1min": 0.5}"#)
+                .expect("new heartbeat");
+        assert_eq!(new.load_1min, Some(0.5));
+        // Without a load the field is left out, so an older coordinator sees what it knows.
+        let text = serde_json::to_string(&old).expect("serialize");
+        assert!(!text.contains("load"), "{text}");
+    }
 }

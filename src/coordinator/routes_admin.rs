@@ -58,6 +58,7 @@ pub fn worker_json(w: &WorkerRow) -> Value {
         "id": w.id, "name": w.name, "profiles": w.profiles, "labels": w.labels,
         "capabilities": w.capabilities, "last_heartbeat": w.last_heartbeat, "paused": w.paused,
         "paused_reason": w.paused_reason, "consecutive_failures": w.consecutive_failures,
+        "load_1min": w.load_1min,
     })
 }
 

@@ -238,8 +238,16 @@ async fn heartbeat(
     let now = crate::store::unix_now();
     let lease_secs = app.config.queue.lease_seconds as i64;
     let leases = body.leases.clone();
+    // A load that is not a finite non-negative number is ignored, not stored.
+    let load = body.load_1min.filter(|l| l.is_finite() && *l >= 0.0);
     let reply = app
-        .with_db(move |db| db.heartbeat(worker.id, &leases, now))
+        .with_db(move |db| {
+            let reply = db.heartbeat(worker.id, &leases, now)?;
+            if let Some(load) = load {
+                db.set_worker_load(worker.id, load)?;
+            }
+            Ok(reply)
+        })
         .await?;
     let revoked_plans = body
         .plan_leases

@@ -66,6 +66,47 @@ pub struct RenderedPaths {
     pub build_logdir: PathBuf,
 }
 
+impl RenderedPaths {
+    /// The paths a config rendered into `dir` (absolute) with `settings` refers to.
+    pub fn for_dir(settings: &RenderSettings, dir: &Path) -> RenderedPaths {
+        if settings.layout == ConfigLayout::Host {
+            RenderedPaths {
+                config_root: dir.to_path_buf(),
+                root: dir.join("root"),
+                broot: Some(dir.join("broot")),
+                pkgdir: settings
+                    .pkgdir
+                    .clone()
+                    .unwrap_or_else(|| dir.join("pkgdir")),
+                distdir: settings
+                    .distdir
+                    .clone()
+                    .unwrap_or_else(|| dir.join("distfiles")),
+                tmpdir: dir.join("tmp"),
+                logdir: dir.join("log"),
+                build_logdir: dir.join("log/build"),
+            }
+        } else {
+            RenderedPaths {
+                config_root: PathBuf::from("/"),
+                root: PathBuf::from("/"),
+                broot: None,
+                pkgdir: settings
+                    .pkgdir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/var/cache/binpkgs")),
+                distdir: settings
+                    .distdir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/var/cache/distfiles")),
+                tmpdir: PathBuf::from("/var/tmp"),
+                logdir: PathBuf::from("/var/log"),
+                build_logdir: PathBuf::from("/var/log/portage"),
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub paths: RenderedPaths,
@@ -129,41 +170,7 @@ pub fn render(
         source,
     })?;
     let host = settings.layout == ConfigLayout::Host;
-    let paths = if host {
-        RenderedPaths {
-            config_root: dir.clone(),
-            root: dir.join("root"),
-            broot: Some(dir.join("broot")),
-            pkgdir: settings
-                .pkgdir
-                .clone()
-                .unwrap_or_else(|| dir.join("pkgdir")),
-            distdir: settings
-                .distdir
-                .clone()
-                .unwrap_or_else(|| dir.join("distfiles")),
-            tmpdir: dir.join("tmp"),
-            logdir: dir.join("log"),
-            build_logdir: dir.join("log/build"),
-        }
-    } else {
-        RenderedPaths {
-            config_root: PathBuf::from("/"),
-            root: PathBuf::from("/"),
-            broot: None,
-            pkgdir: settings
-                .pkgdir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/var/cache/binpkgs")),
-            distdir: settings
-                .distdir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/var/cache/distfiles")),
-            tmpdir: PathBuf::from("/var/tmp"),
-            logdir: PathBuf::from("/var/log"),
-            build_logdir: PathBuf::from("/var/log/portage"),
-        }
-    };
+    let paths = RenderedPaths::for_dir(settings, &dir);
     let repositories: Vec<_> = profile
         .repositories
         .iter()

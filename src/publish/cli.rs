@@ -13,7 +13,8 @@ use crate::store::{unix_now, Db, SnapshotOrigin, Store};
 use super::channel::{self, PublishOutcome};
 use super::config::PublishConfig;
 use super::{
-    client, diff, gc, resign as resign_mod, snapshot, LinkMode, PublishError, Publisher, SnapshotId,
+    client, diff, gc, mirrors, resign as resign_mod, snapshot, LinkMode, PublishError, Publisher,
+    SnapshotId,
 };
 
 /// Where the farm's state and trees are: farm.toml, or flags overriding it.
@@ -202,6 +203,20 @@ fn outcome_text(verb: &str, o: &PublishOutcome) -> String {
     )
 }
 
+/// After a channel's local tree changed: the same tree to every FTP mirror of farm.toml.
+/// Returns `text` with a line per mirror.
+fn and_mirrors(
+    settings: &PublishConfig,
+    publisher: &Publisher,
+    profile: &str,
+    channel: &str,
+    text: String,
+) -> Result<String, PublishError> {
+    let pushed =
+        mirrors::push_tree_blocking(&settings.ftp, &publisher.mirror_root, profile, channel)?;
+    Ok(text + &pushed)
+}
+
 fn load_profile(settings: &PublishConfig, name: &str) -> Result<Profile, PublishError> {
     Ok(Profile::find(name, &settings.profiles_dir)?)
 }
@@ -219,7 +234,7 @@ fn load_key(
 }
 
 pub fn promote(args: &PromoteArgs) -> Result<String, PublishError> {
-    let (_, publisher, mut db) = args.farm.open()?;
+    let (settings, publisher, mut db) = args.farm.open()?;
     let o = channel::promote(
         &publisher,
         &mut db,
@@ -228,11 +243,12 @@ pub fn promote(args: &PromoteArgs) -> Result<String, PublishError> {
         &args.to,
         unix_now(),
     )?;
-    Ok(outcome_text("promote", &o))
+    let text = outcome_text("promote", &o);
+    and_mirrors(&settings, &publisher, &o.profile, &o.channel, text)
 }
 
 pub fn rollback(args: &RollbackArgs) -> Result<String, PublishError> {
-    let (_, publisher, mut db) = args.farm.open()?;
+    let (settings, publisher, mut db) = args.farm.open()?;
     let o = channel::rollback(
         &publisher,
         &mut db,
@@ -240,7 +256,8 @@ pub fn rollback(args: &RollbackArgs) -> Result<String, PublishError> {
         &args.channel,
         unix_now(),
     )?;
-    Ok(outcome_text("rollback", &o))
+    let text = outcome_text("rollback", &o);
+    and_mirrors(&settings, &publisher, &o.profile, &o.channel, text)
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) of Unix seconds.
@@ -360,16 +377,18 @@ pub fn snapshots_import(args: &ImportArgs) -> Result<String, PublishError> {
         now,
     )?;
     let o = channel::publish_snapshot_to(&publisher, &mut db, id, &args.channel, now)?;
-    Ok(format!(
+    let text = format!(
         "snapshot {id}: {} packages\n{}",
         blobs.len(),
         outcome_text("publish", &o)
-    ))
+    );
+    and_mirrors(&settings, &publisher, &o.profile, &o.channel, text)
 }
 
-/// `binfarm publish --profile P --channel C`: publishes the tree of a channel again.
+/// `binfarm publish --profile P --channel C`: publishes the tree of a channel again, locally
+/// and to the FTP mirrors.
 pub fn publish(args: &SyncArgs) -> Result<String, PublishError> {
-    let (_, mut publisher, mut db) = args.farm.open()?;
+    let (settings, mut publisher, mut db) = args.farm.open()?;
     if args.copy {
         publisher.link_mode = LinkMode::Copy;
     }
@@ -380,7 +399,7 @@ pub fn publish(args: &SyncArgs) -> Result<String, PublishError> {
         &args.channel,
         unix_now(),
     )?;
-    Ok(format!(
+    let text = format!(
         "published snapshot {} to {}: {} packages ({} linked, {} copied, {} already there), index TIMESTAMP {}, {:?}\n",
         r.snapshot_id,
         r.tree.display(),
@@ -390,7 +409,8 @@ pub fn publish(args: &SyncArgs) -> Result<String, PublishError> {
         r.already_present,
         r.index_timestamp,
         r.elapsed
-    ))
+    );
+    and_mirrors(&settings, &publisher, &args.profile, &args.channel, text)
 }
 
 pub fn resign(args: &ResignArgs) -> Result<String, PublishError> {
@@ -405,14 +425,15 @@ pub fn resign(args: &ResignArgs) -> Result<String, PublishError> {
         &key,
         unix_now(),
     )?;
-    Ok(format!(
+    let text = format!(
         "{}re-signed with key {}; promote it with: binfarm promote --profile {} --snapshot {} --to {}\n",
         outcome_text("resign", &o),
         key.fingerprint(),
         args.profile,
         o.snapshot,
         args.channel
-    ))
+    );
+    and_mirrors(&settings, &publisher, &o.profile, &o.channel, text)
 }
 
 pub fn gc(args: &GcArgs) -> Result<String, PublishError> {

@@ -14,6 +14,11 @@
 //!    nobody when it runs as root).
 //!
 //! Re-running it replaces what an earlier run wrote.
+//!
+//! `ftp://` mirrors work as they are: Portage reads the index with Python's FTP client and
+//! downloads packages with its FETCHCOMMAND (wget), both logging in anonymously unless the
+//! URL names a user. A URL with `user:password@` puts the password in binrepos.conf, so
+//! the script makes that file readable by root only.
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +47,17 @@ impl Default for ClientConfigOptions {
 /// Single-quotes `text` for the shell.
 fn sh_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// Whether the URL carries a password (`scheme://user:password@host/...`).
+fn has_password(url: &str) -> bool {
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
+        .unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// `root` + an absolute path.
@@ -146,9 +162,16 @@ pub fn client_config(
          sync-uri = {url}/{name}/{channel}\n\
          verify-signature = true\n\
          location = {location}\n\
-         BINFARM_EOF\n\n",
+         BINFARM_EOF\n",
         options.priority
     ));
+    if has_password(url) {
+        s.push_str(&format!(
+            "# the mirror URL holds a password: only root may read it\n\
+             chmod 0600 \"$ETC_PORTAGE/binrepos.conf/binfarm-{name}.conf\"\n"
+        ));
+    }
+    s.push('\n');
 
     s.push_str(
         "# --- 2. make.conf: what must match the build, and signature checking ---\n\
@@ -224,4 +247,52 @@ pub fn client_config(
         fingerprint.to_ascii_uppercase()
     ));
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile() -> Profile {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/x86-64-v3.toml");
+        Profile::load(&path).unwrap()
+    }
+
+    const FINGERPRINT: &str = "0123456789ABCDEF0123456789ABCDEF01234567";
+
+    #[test]
+    fn ftp_mirror_urls_go_into_binrepos_conf_as_given() {
+        let script = client_config(
+            &profile(),
+            "stable",
+            "ftp://mirror.example.com:2121/pub/",
+            "KEY",
+            FINGERPRINT,
+            &ClientConfigOptions::default(),
+        )
+        .unwrap();
+        assert!(script.contains("sync-uri = ftp://mirror.example.com:2121/pub/x86-64-v3/stable\n"));
+        assert!(!script.contains("chmod 0600 \"$ETC_PORTAGE/binrepos.conf"));
+    }
+
+    #[test]
+    fn a_password_in_the_url_makes_binrepos_conf_root_only() {
+        let script = client_config(
+            &profile(),
+            "stable",
+            "ftp://nodes:s3cret@mirror.example.com/pub",
+            "KEY",
+            FINGERPRINT,
+            &ClientConfigOptions::default(),
+        )
+        .unwrap();
+        assert!(script
+            .contains("sync-uri = ftp://nodes:s3cret@mirror.example.com/pub/x86-64-v3/stable"));
+        assert!(
+            script.contains("chmod 0600 \"$ETC_PORTAGE/binrepos.conf/binfarm-x86-64-v3.conf\"\n")
+        );
+        assert!(has_password("https://u:p@h/x"));
+        assert!(!has_password("ftp://user@h/x"));
+        assert!(!has_password("http://h/a:b@c"));
+    }
 }

@@ -10,6 +10,7 @@
 //!   <cat>/<pn>/<pf>-<build_id>.gpkg.tar}`: package files first (hard links from the blob
 //!   store, copies across file systems), the index last by temp name + rename, so a client
 //!   sees the old index with all its files or the new one with all of its files.
+//! - [`mirrors`]: the FTP mirrors get a channel's tree after it changed.
 //! - [`gc`]: retention of snapshots and blobs, grace period for mirror files.
 //! - [`diff`], [`resign`], [`client`]: `snapshots diff`, `resign`, `client-config`.
 //! - [`cli`]: the command implementations (they return the text to print).
@@ -24,6 +25,7 @@ pub mod ftp;
 pub mod gc;
 pub mod header;
 pub mod local;
+pub mod mirrors;
 pub mod resign;
 pub mod snapshot;
 
@@ -99,6 +101,12 @@ pub enum PublishError {
     Config { path: PathBuf, message: String },
     #[error("index of the Packages blob {blob}: {message}")]
     BadIndex { blob: String, message: String },
+    #[error("{profile}/{channel}: the local tree is published, but FTP mirrors failed: {failures}; retry with: binfarm publish --profile {profile} --channel {channel}")]
+    Mirrors {
+        profile: String,
+        channel: String,
+        failures: String,
+    },
 }
 
 impl PublishError {

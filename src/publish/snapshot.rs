@@ -317,7 +317,7 @@ pub fn snapshot_for_request(
     let packages = db.request_packages(request_id)?;
     let missing: Vec<String> = packages
         .iter()
-        .filter(|p| p.blob.is_none())
+        .filter(|p| p.binpkg.is_none())
         .map(|p| {
             let why = match p.state {
                 StepState::Succeeded | StepState::Cached => "no stored binpkg",
@@ -341,9 +341,9 @@ pub fn snapshot_for_request(
     let mut new: Vec<Described> = Vec::new();
     let mut seen = HashSet::new();
     for p in &packages {
-        if let Some(blob) = &p.blob {
-            if seen.insert(blob.clone()) {
-                new.push(describe(publisher, db, &profile.name, blob)?);
+        if let Some(binpkg) = &p.binpkg {
+            if seen.insert(binpkg.sha512.clone()) {
+                new.push(describe(publisher, db, &profile.name, &binpkg.sha512)?);
             }
         }
     }
@@ -356,7 +356,7 @@ pub fn snapshot_for_request(
                 // Keep testing's package for what this nightly failed to produce.
                 let failed: HashSet<(String, String)> = packages
                     .iter()
-                    .filter(|p| p.blob.is_none())
+                    .filter(|p| p.binpkg.is_none())
                     .map(|p| {
                         let cp = Cpv::parse(&p.cpv)
                             .map(|c| c.cp())

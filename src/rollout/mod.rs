@@ -25,6 +25,8 @@ pub mod waves;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use crate::index::IndexError;
+
 pub use diff::{diff_snapshots, ChangeKind, Impact, PackageChange, ProfileDiff, SlotChange};
 pub use inventory::{known_profiles, Inventory, InventoryProblem};
 pub use snapshot::{Entry, MirrorTree, SnapshotSource};
@@ -63,10 +65,18 @@ pub enum RolloutError {
         name: String,
         detail: String,
     },
+    /// A `Packages` file that is not in the format (1-based line number).
     #[error("{path}:{line}: {message}")]
     MalformedIndex {
         path: PathBuf,
         line: usize,
+        message: String,
+    },
+    /// A package entry of a `Packages` file with a value the diff cannot use.
+    #[error("{path}: {cpv}: {message}")]
+    BadIndexEntry {
+        path: PathBuf,
+        cpv: String,
         message: String,
     },
     #[error("profile {profile}, snapshot {snapshot}: {message}")]
@@ -82,6 +92,23 @@ pub enum RolloutError {
     },
     #[error("writing JSON: {0}")]
     Json(serde_json::Error),
+}
+
+impl From<IndexError> for RolloutError {
+    fn from(err: IndexError) -> RolloutError {
+        match err {
+            IndexError::Parse {
+                path,
+                line,
+                message,
+            } => RolloutError::MalformedIndex {
+                path,
+                line,
+                message,
+            },
+            IndexError::Io { path, source } => RolloutError::Io { path, source },
+        }
+    }
 }
 
 /// Which snapshot or channel each profile is planned from or to: one name for every profile,

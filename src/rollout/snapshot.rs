@@ -4,12 +4,12 @@
 //! packages of profile P in snapshot or channel S". [`SnapshotSource`] is that seam;
 //! [`MirrorTree`] reads a published mirror tree directory.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::RolloutError;
+use crate::index::{self, PackagesIndex};
 
 /// One package of a `Packages` index: what the diff compares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,6 +26,36 @@ impl Entry {
     /// The slot without its sub-slot: what decides whether versions can sit side by side.
     pub fn main_slot(&self) -> &str {
         self.slot.split('/').next().unwrap_or("0")
+    }
+
+    /// The fields the diff compares, taken from an entry of the `Packages` file at `path`
+    /// (named in errors): BUILD_ID and BUILD_TIME, when present, must be numbers.
+    pub fn from_index(entry: &index::Entry, path: &Path) -> Result<Entry, RolloutError> {
+        let cpv = entry.cpv();
+        let number = |key: &str| {
+            entry
+                .get(key)
+                .map(|value| {
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| RolloutError::BadIndexEntry {
+                            path: path.to_path_buf(),
+                            cpv: cpv.to_string(),
+                            message: format!("{key} {value:?} is not a number"),
+                        })
+                })
+                .transpose()
+        };
+        Ok(Entry {
+            cpv: cpv.to_string(),
+            slot: entry
+                .get("SLOT")
+                .filter(|slot| !slot.is_empty())
+                .unwrap_or("0")
+                .to_string(),
+            build_id: number("BUILD_ID")?,
+            build_time: number("BUILD_TIME")?,
+        })
     }
 }
 
@@ -95,101 +125,79 @@ impl SnapshotSource for MirrorTree {
                 ),
             });
         };
-        let text = fs::read_to_string(&path).map_err(|source| RolloutError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        parse_packages(&text, &path)
+        let index = PackagesIndex::read(&path)?;
+        index
+            .entries
+            .iter()
+            .map(|entry| Entry::from_index(entry, &path))
+            .collect()
     }
-}
-
-/// Reads the package blocks of a `Packages` index: the header block first, then one block per
-/// package separated by blank lines. Only CPV, SLOT, BUILD_ID and BUILD_TIME are kept.
-pub fn parse_packages(text: &str, path: &Path) -> Result<Vec<Entry>, RolloutError> {
-    let malformed = |line: usize, message: String| RolloutError::MalformedIndex {
-        path: path.to_path_buf(),
-        line,
-        message,
-    };
-    let mut entries = Vec::new();
-    let mut in_header = true;
-    let mut block: Option<(usize, Entry)> = None;
-    let mut lines = text.lines().enumerate().peekable();
-    while let Some((index, line)) = lines.next() {
-        let number = index + 1;
-        let at_end = lines.peek().is_none();
-        if !line.trim().is_empty() {
-            let (key, value) = line
-                .split_once(':')
-                .ok_or_else(|| malformed(number, format!("expected `KEY: value`, got {line:?}")))?;
-            let value = value.trim();
-            if !in_header {
-                let (_, entry) = block.get_or_insert_with(|| {
-                    (
-                        number,
-                        Entry {
-                            cpv: String::new(),
-                            slot: "0".to_string(),
-                            build_id: None,
-                            build_time: None,
-                        },
-                    )
-                });
-                let parse_number = |what: &str| {
-                    value
-                        .parse::<u64>()
-                        .map_err(|_| malformed(number, format!("{what} {value:?} is not a number")))
-                };
-                match key {
-                    "CPV" => entry.cpv = value.to_string(),
-                    "SLOT" if !value.is_empty() => entry.slot = value.to_string(),
-                    "BUILD_ID" => entry.build_id = Some(parse_number("BUILD_ID")?),
-                    "BUILD_TIME" => entry.build_time = Some(parse_number("BUILD_TIME")?),
-                    _ => {}
-                }
-            }
-        }
-        if line.trim().is_empty() || at_end {
-            in_header = false;
-            if let Some((start, entry)) = block.take() {
-                if entry.cpv.is_empty() {
-                    return Err(malformed(start, "package block without a CPV line".into()));
-                }
-                entries.push(entry);
-            }
-        }
-    }
-    Ok(entries)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
+    fn entries_of(text: &str) -> Result<Vec<Entry>, RolloutError> {
+        let path = Path::new("P");
+        let index = PackagesIndex::parse(text, path)?;
+        index
+            .entries
+            .iter()
+            .map(|entry| Entry::from_index(entry, path))
+            .collect()
+    }
+
     #[test]
-    fn reads_package_blocks_after_the_header() {
+    fn keeps_cpv_slot_build_id_and_build_time_of_each_package() {
         let text = "ARCH: amd64\nVERSION: 0\nPACKAGES: 2\n\nBUILD_ID: 2\nBUILD_TIME: 1700000000\n\
                     CPV: dev-lang/php-8.3.10\nSLOT: 8.3\n\nCPV: app-arch/tar-1.35\nMD5: 00\n";
-        let entries = parse_packages(text, Path::new("Packages")).unwrap();
+        let entries = entries_of(text).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].cpv, "dev-lang/php-8.3.10");
         assert_eq!(entries[0].slot, "8.3");
         assert_eq!(entries[0].build_id, Some(2));
+        assert_eq!(entries[0].build_time, Some(1_700_000_000));
         assert_eq!(entries[1].slot, "0");
         assert_eq!(entries[1].build_id, None);
+        assert_eq!(entries[1].build_time, None);
     }
 
     #[test]
-    fn reports_the_line_of_a_bad_block() {
-        let text = "VERSION: 0\n\nSLOT: 1\n\nCPV: a/b-1\nBUILD_ID: x\n";
-        let err = parse_packages(text, Path::new("P"))
+    fn names_the_file_and_the_place_of_a_bad_block() {
+        let err = entries_of("VERSION: 0\n\nSLOT: 1\n\nCPV: a/b-1\nBUILD_ID: x\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("P:3"), "{err}");
-        let text = "VERSION: 0\n\nCPV: a/b-1\nBUILD_ID: x\n";
-        let err = parse_packages(text, Path::new("P"))
+        assert!(err.contains("P:3") && err.contains("CPV"), "{err}");
+        let err = entries_of("VERSION: 0\n\nCPV: a/b-1\nBUILD_ID: x\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("P:4") && err.contains("BUILD_ID"), "{err}");
+        assert!(
+            err.starts_with("P: a/b-1: ") && err.contains("BUILD_ID \"x\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mirror_tree_errors_name_the_index_file() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("amd64").join("snapshots").join("1");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("Packages");
+        fs::write(&path, "VERSION: 0\n\nCPV: a/b-1\nBUILD_TIME: soon\n").unwrap();
+        let tree = MirrorTree::new(root.path());
+        let err = tree.packages("amd64", "1").unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}: a/b-1: BUILD_TIME", path.display())),
+            "{err}"
+        );
+        fs::write(&path, "CPV: a/b-1\n").unwrap();
+        let err = tree.packages("amd64", "1").unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:1: ", path.display())) && err.contains("VERSION"),
+            "{err}"
+        );
     }
 }

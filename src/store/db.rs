@@ -138,6 +138,8 @@ pub struct WorkerRow {
     pub paused_reason: Option<String>,
     pub consecutive_failures: u32,
     pub created_at: i64,
+    /// The 1-minute load average of the worker's last heartbeat that carried one.
+    pub load_1min: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -319,14 +321,15 @@ pub struct Db {
     policy: QueuePolicy,
 }
 
-const STEP_COLUMNS: &str = "id, request_id, cpv, slot, repo, profile, fingerprint, use_flags, \
+pub(super) const STEP_COLUMNS: &str =
+    "id, request_id, cpv, slot, repo, profile, fingerprint, use_flags, \
      state, reason, sched_rank, estimated_ms, attempts, max_attempts, next_attempt_at, lease_id, \
      lease_worker_id, lease_expires_at, build_id, started_at, finished_at, duration_ms, log_blob";
 
 const REQUEST_COLUMNS: &str =
     "id, kind, profile, target, state, cancel_requested, error, created_at, finished_at";
 
-fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRow> {
+pub(super) fn step_from_row(row: &Row<'_>) -> rusqlite::Result<StepRow> {
     Ok(StepRow {
         id: row.get(0)?,
         request_id: row.get(1)?,
@@ -626,7 +629,7 @@ impl Db {
     ) -> Result<Vec<WorkerRow>, StoreError> {
         let sql = format!(
             "SELECT id, name, labels, capabilities, last_heartbeat, paused, paused_reason,
-                    consecutive_failures, created_at,
+                    consecutive_failures, created_at, load_1min,
                     (SELECT json_group_array(profile) FROM
                         (SELECT profile FROM worker_profiles p WHERE p.worker_id = w.id
                          ORDER BY profile))
@@ -653,7 +656,8 @@ impl Db {
                     paused_reason: row.get(6)?,
                     consecutive_failures: row.get(7)?,
                     created_at: row.get(8)?,
-                    profiles: json_list(row, 9)?,
+                    load_1min: row.get(9)?,
+                    profiles: json_list(row, 10)?,
                 })
             })
             .map_err(self.err("read workers"))?;

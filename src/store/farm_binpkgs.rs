@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::db::Db;
+use super::db::{Db, StepState};
 use super::StoreError;
 
 /// A signed binpkg in the blob store, as a binhost names it.
@@ -17,49 +17,87 @@ pub struct StoredBinpkg {
     pub size: u64,
 }
 
+/// A step of a request with the stored binpkg it contributes, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPackage {
+    pub step_id: i64,
+    pub cpv: String,
+    pub slot: String,
+    pub state: StepState,
+    /// Succeeded step: the latest successful build of the step itself. Cached step: the
+    /// latest successful build of its fingerprint in this profile. None otherwise, and
+    /// when that build left no binpkg.
+    pub binpkg: Option<StoredBinpkg>,
+}
+
 impl Db {
-    /// The binpkgs of a request's finished steps: built ones (their results) and cached
-    /// ones (the latest successful build of the step's fingerprint).
-    pub fn request_binpkgs(&self, request_id: i64) -> Result<Vec<StoredBinpkg>, StoreError> {
+    /// Every step of a request with its binpkg (see [`RequestPackage::binpkg`]), in step
+    /// order: what a snapshot of the request holds and what a worker needs in its PKGDIR.
+    fn request_steps_with_binpkgs(
+        &self,
+        request_id: i64,
+    ) -> Result<Vec<RequestPackage>, StoreError> {
         let op = "list request binpkgs";
         let sql_err = self.err(op);
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT b.cpv, b.build_id, b.binpkg_blob, bl.size
+                "SELECT s.id, s.cpv, s.slot, s.state, b.cpv, b.build_id, b.binpkg_blob, bl.size
                  FROM steps s
-                 JOIN builds b ON b.id = (
+                 LEFT JOIN builds b ON b.id = (
                      SELECT id FROM builds
-                     WHERE fingerprint = s.fingerprint AND result = 'succeeded'
-                           AND binpkg_blob IS NOT NULL AND profile = s.profile
-                     ORDER BY (step_id = s.id) DESC, id DESC LIMIT 1)
-                 JOIN blobs bl ON bl.sha512 = b.binpkg_blob
-                 WHERE s.request_id = ?1 AND s.state IN ('succeeded', 'cached')
+                     WHERE fingerprint = s.fingerprint AND profile = s.profile
+                           AND result = 'succeeded' AND binpkg_blob IS NOT NULL
+                           AND CASE s.state WHEN 'succeeded' THEN step_id = s.id
+                                            WHEN 'cached' THEN 1 ELSE 0 END
+                     ORDER BY id DESC LIMIT 1)
+                 LEFT JOIN blobs bl ON bl.sha512 = b.binpkg_blob
+                 WHERE s.request_id = ?1
                  ORDER BY s.id",
             )
             .map_err(&sql_err)?;
         let rows = stmt
             .query_map(params![request_id], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, i64>(3)?,
-                ))
+                let binpkg = match (
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, Option<i64>>(5)?,
+                    row.get::<_, Option<String>>(6)?,
+                    row.get::<_, Option<i64>>(7)?,
+                ) {
+                    (Some(cpv), Some(build_id), Some(sha512), Some(size)) => Some(StoredBinpkg {
+                        path: binhost_path(&cpv, build_id),
+                        cpv,
+                        build_id,
+                        sha512,
+                        size: u64::try_from(size).unwrap_or(0),
+                    }),
+                    _ => None,
+                };
+                Ok(RequestPackage {
+                    step_id: row.get(0)?,
+                    cpv: row.get(1)?,
+                    slot: row.get(2)?,
+                    state: row.get(3)?,
+                    binpkg,
+                })
             })
             .map_err(&sql_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (cpv, build_id, sha512, size) = row.map_err(&sql_err)?;
-            out.push(StoredBinpkg {
-                path: binhost_path(&cpv, build_id),
-                cpv,
-                build_id,
-                sha512,
-                size: u64::try_from(size).unwrap_or(0),
-            });
-        }
-        Ok(out)
+        rows.collect::<Result<_, _>>().map_err(&sql_err)
+    }
+
+    /// Every step of a request with its binpkg, by CPV: what a snapshot of it holds (and
+    /// which steps left nothing to publish).
+    pub fn request_packages(&self, request_id: i64) -> Result<Vec<RequestPackage>, StoreError> {
+        let mut packages = self.request_steps_with_binpkgs(request_id)?;
+        packages.sort_by(|a, b| a.cpv.cmp(&b.cpv));
+        Ok(packages)
+    }
+
+    /// The binpkgs of a request's finished steps, in step order: built ones (their
+    /// results) and cached ones (the latest successful build of the step's fingerprint).
+    pub fn request_binpkgs(&self, request_id: i64) -> Result<Vec<StoredBinpkg>, StoreError> {
+        let packages = self.request_steps_with_binpkgs(request_id)?;
+        Ok(packages.into_iter().filter_map(|p| p.binpkg).collect())
     }
 }
 

@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "snapshots",
         sql: include_str!("migrations/2026-11-26-000002_snapshots.sql"),
     },
+    Migration {
+        version: "2026-11-26-000003",
+        name: "worker_load",
+        sql: include_str!("migrations/2026-11-26-000003_worker_load.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -14,6 +14,7 @@ mod db;
 mod farm_binpkgs;
 pub mod migrate;
 mod snapshots;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,11 +29,12 @@ pub use db::{
     RequestRow, RequestState, StepOutcome, StepResultFile, StepRow, StepState, WorkerCapabilities,
     WorkerRow,
 };
-pub use farm_binpkgs::{binhost_path, StepAttempt, StoredBinpkg};
+pub use farm_binpkgs::{binhost_path, RequestPackage, StepAttempt, StoredBinpkg};
 pub use snapshots::{
-    BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
-    RequestPackage, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow,
+    BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot, Rollback,
+    SnapshotEntry, SnapshotOrigin, SnapshotRow, UnpublishedRequest,
 };
+pub use status::StateCounts;
 
 use crate::plan::RetryPolicy;
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
-use super::db::{Db, StepState};
+use super::db::Db;
 use super::StoreError;
 
 /// How a snapshot was made.
@@ -147,18 +147,6 @@ pub enum Rollback {
     NoChannel,
 }
 
-/// A step of a request with the binpkg blob it contributes, if any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestPackage {
-    pub step_id: i64,
-    pub cpv: String,
-    pub slot: String,
-    pub state: StepState,
-    /// Succeeded step: its build's blob. Cached step: the blob of the latest successful
-    /// build of its fingerprint in this profile. None otherwise.
-    pub blob: Option<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MirrorTreeRow {
     /// The tree directory, `<root>/<profile>/<channel>`.
@@ -168,6 +156,19 @@ pub struct MirrorTreeRow {
     pub snapshot_id: i64,
     pub index_timestamp: i64,
     pub published_at: i64,
+}
+
+/// A succeeded request whose packages never reached a channel: the coordinator stopped (or
+/// publishing failed) between the request's end and its publish. See
+/// [`Db::unpublished_requests`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnpublishedRequest {
+    pub request_id: i64,
+    pub profile: String,
+    pub finished_at: i64,
+    /// Its newest snapshot, when one was made but no channel ever pointed at it: publish
+    /// that one rather than making another.
+    pub snapshot_id: Option<i64>,
 }
 
 /// A stored blob, as the blobs table has it.
@@ -538,34 +539,38 @@ impl Db {
         )
     }
 
-    // ----- requests -> packages -----
-
-    /// The steps of a request with the blob each contributes to a snapshot.
-    pub fn request_packages(&self, request_id: i64) -> Result<Vec<RequestPackage>, StoreError> {
+    /// Succeeded requests to publish to `channel` (the channel new snapshots go to), oldest
+    /// first: no snapshot of theirs was ever pointed at by a channel, and `channel` of
+    /// their profile has not moved since they finished. A move at or after the end (same
+    /// second included) means something as new is published already; a request whose
+    /// snapshot GC removed is one of those (its publish is in the history, which GC keeps),
+    /// so it is never published twice.
+    pub fn unpublished_requests(
+        &self,
+        channel: &str,
+    ) -> Result<Vec<UnpublishedRequest>, StoreError> {
         self.query_list(
-            "read request packages",
-            "SELECT s.id, s.cpv, s.slot, s.state,
-                CASE s.state
-                  WHEN 'succeeded' THEN
-                    (SELECT b.binpkg_blob FROM builds b
-                     WHERE b.step_id = s.id AND b.result = 'succeeded'
-                       AND b.binpkg_blob IS NOT NULL
-                     ORDER BY b.id DESC LIMIT 1)
-                  WHEN 'cached' THEN
-                    (SELECT b.binpkg_blob FROM builds b
-                     WHERE b.fingerprint = s.fingerprint AND b.profile = s.profile
-                       AND b.result = 'succeeded' AND b.binpkg_blob IS NOT NULL
-                     ORDER BY b.id DESC LIMIT 1)
-                END
-             FROM steps s WHERE s.request_id = ?1 ORDER BY s.cpv",
-            [request_id],
+            "find unpublished requests",
+            "WITH last_move AS (
+                SELECT profile, max(at) AS at FROM channel_history
+                WHERE channel = ?1 GROUP BY profile
+             )
+             SELECT r.id, r.profile, coalesce(r.finished_at, r.created_at) AS done,
+                (SELECT max(s.id) FROM snapshots s WHERE s.request_id = r.id)
+             FROM requests r LEFT JOIN last_move m ON m.profile = r.profile
+             WHERE r.state = 'succeeded'
+               AND (m.at IS NULL OR m.at < coalesce(r.finished_at, r.created_at))
+               AND NOT EXISTS (SELECT 1 FROM snapshots s
+                               JOIN channel_history h ON h.snapshot_id = s.id
+                               WHERE s.request_id = r.id)
+             ORDER BY done, r.id",
+            [channel],
             |row| {
-                Ok(RequestPackage {
-                    step_id: row.get(0)?,
-                    cpv: row.get(1)?,
-                    slot: row.get(2)?,
-                    state: row.get(3)?,
-                    blob: row.get(4)?,
+                Ok(UnpublishedRequest {
+                    request_id: row.get(0)?,
+                    profile: row.get(1)?,
+                    finished_at: row.get(2)?,
+                    snapshot_id: row.get(3)?,
                 })
             },
         )

@@ -252,6 +252,7 @@ impl Agent {
                 let body = HeartbeatRequest {
                     leases: leases.clone(),
                     plan_leases: plan_leases.clone(),
+                    load_1min: load_1min(),
                 };
                 let sent = http
                     .post(format!("{url}/api/v1/worker/heartbeat"))
@@ -584,4 +585,33 @@ pub fn cpu_flags() -> Vec<String> {
 pub fn run_blocking(config: AgentConfig) -> Result<(), AgentError> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| AgentError::Setup(e.to_string()))?;
     runtime.block_on(run(config))
+}
+
+/// The 1-minute load average from /proc/loadavg; None when it cannot be read.
+pub fn load_1min() -> Option<f64> {
+    parse_loadavg(&std::fs::read_to_string("/proc/loadavg").ok()?)
+}
+
+/// The first field of a /proc/loadavg line (`0.42 0.31 0.25 1/123 4567`).
+fn parse_loadavg(text: &str) -> Option<f64> {
+    text.split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()
+        .filter(|l| l.is_finite() && *l >= 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loadavg_first_field() {
+        assert_eq!(parse_loadavg("0.42 0.31 0.25 1/123 4567\n"), Some(0.42));
+        assert_eq!(parse_loadavg(""), None);
+        assert_eq!(parse_loadavg("nan 1 1"), None);
+        assert_eq!(parse_loadavg("-1 1 1"), None);
+        // This host's real file parses.
+        assert!(load_1min().is_some());
+    }
 }

@@ -62,6 +62,20 @@ pub struct BuildRoot {
 
 const VENV_CONFIG_FILES: [&str; 3] = ["make.globals", "binrepos.conf", "sets/portage.conf"];
 
+fn render_settings(options: &BuildRootOptions) -> RenderSettings {
+    RenderSettings {
+        layout: match options.mode {
+            RunMode::Host => ConfigLayout::Host,
+            RunMode::Chroot => ConfigLayout::Chroot,
+        },
+        repo_locations: options.repo_locations.clone(),
+        distdir: options.distdir.clone(),
+        pkgdir: options.pkgdir.clone(),
+        binpkg_format: options.binpkg_format,
+        signing: options.signing.clone(),
+    }
+}
+
 impl BuildRoot {
     /// Creates or updates the build root of `profile` in `dir` (idempotent: re-rendering
     /// keeps ROOT, PKGDIR and the installed packages).
@@ -70,57 +84,78 @@ impl BuildRoot {
         dir: &Path,
         options: &BuildRootOptions,
     ) -> Result<BuildRoot, WorkerError> {
+        let root = Self::layout(profile, dir, options)?;
+        profile::render(profile, &render_settings(options), &root.dir)?;
+        root.create_dirs()?;
+        Ok(root)
+    }
+
+    /// Like `prepare`, but a root whose config already exists is used as it is: local
+    /// changes to its config (a production node's binrepos.conf and make.conf lines from
+    /// `binfarm client-config`) are kept.
+    pub fn open_or_prepare(
+        profile: &Profile,
+        dir: &Path,
+        options: &BuildRootOptions,
+    ) -> Result<BuildRoot, WorkerError> {
+        let root = Self::layout(profile, dir, options)?;
+        let make_conf = root.host_path(&root.paths.config_root.join("etc/portage/make.conf"));
+        if !make_conf.is_file() {
+            profile::render(profile, &render_settings(options), &root.dir)?;
+        }
+        root.create_dirs()?;
+        Ok(root)
+    }
+
+    /// The root's paths, without touching the disk.
+    fn layout(
+        profile: &Profile,
+        dir: &Path,
+        options: &BuildRootOptions,
+    ) -> Result<BuildRoot, WorkerError> {
         let dir = std::path::absolute(dir).map_err(|source| WorkerError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        let layout = match options.mode {
-            RunMode::Host => ConfigLayout::Host,
-            RunMode::Chroot => ConfigLayout::Chroot,
-        };
-        let settings = RenderSettings {
-            layout,
-            repo_locations: options.repo_locations.clone(),
-            distdir: options.distdir.clone(),
-            pkgdir: options.pkgdir.clone(),
-            binpkg_format: options.binpkg_format,
-            signing: options.signing.clone(),
-        };
-        let rendered = profile::render(profile, &settings, &dir)?;
-        let root = BuildRoot {
+        let paths = profile::render::RenderedPaths::for_dir(&render_settings(options), &dir);
+        Ok(BuildRoot {
             profile: profile.clone(),
-            dir: dir.clone(),
+            dir,
             mode: options.mode.clone(),
             venv: options.venv.clone(),
-            binpkg_format: rendered.binpkg_format,
-            paths: rendered.paths,
-        };
-        let p = &root.paths;
+            binpkg_format: options.binpkg_format.unwrap_or(profile.binpkg_format),
+            paths,
+        })
+    }
+
+    /// The directories Portage expects to exist, and (host mode) the links into the venv.
+    fn create_dirs(&self) -> Result<(), WorkerError> {
+        let p = &self.paths;
         let mut dirs = vec![
             p.pkgdir.clone(),
             p.distdir.clone(),
             p.tmpdir.clone(),
             p.build_logdir.clone(),
         ];
-        if root.mode == RunMode::Host {
+        if self.mode == RunMode::Host {
             dirs.push(p.root.clone());
-            dirs.push(dir.join("home"));
+            dirs.push(self.dir.join("home"));
             if let Some(broot) = &p.broot {
                 dirs.push(broot.join("var/tmp"));
                 dirs.push(broot.join("var/cache/binpkgs"));
             }
         }
         for d in dirs {
-            let host_dir = root.host_path(&d);
+            let host_dir = self.host_path(&d);
             std::fs::create_dir_all(&host_dir).map_err(|source| WorkerError::Io {
                 path: host_dir,
                 source,
             })?;
         }
-        if root.mode == RunMode::Host {
-            root.link_venv_files()?;
+        if self.mode == RunMode::Host {
+            self.link_venv_files()?;
         }
-        Ok(root)
+        Ok(())
     }
 
     fn link_venv_files(&self) -> Result<(), WorkerError> {

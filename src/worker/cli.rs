@@ -255,3 +255,74 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode, WorkerError> {
     println!("{text}");
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PortageArgs {
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// The root directory (default: .binfarm/roots/<profile>). Its config is rendered from
+    /// the profile when missing and used as it is otherwise (see --render).
+    #[arg(long)]
+    pub root_dir: Option<PathBuf>,
+    /// The venv with Portage.
+    #[arg(long, env = "BINFARM_VENV", default_value = ".venv")]
+    pub venv: PathBuf,
+    #[arg(long)]
+    pub pkgdir: Option<PathBuf>,
+    #[arg(long)]
+    pub distdir: Option<PathBuf>,
+    /// Render the config from the profile even if the root already has one (drops local
+    /// changes such as client-config's make.conf block).
+    #[arg(long)]
+    pub render: bool,
+    /// The Portage program (emerge, ebuild, egencache, emaint, portageq, gpkg-sign, ...)
+    /// and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `binfarm portage --profile P -- PROGRAM ARGS...`: runs one of Portage's programs in a
+/// profile's root on this host (ROOT/PORTAGE_CONFIGROOT layout) with the same environment
+/// builds use; exits with its status. Operators use it to reproduce a build; the quickstart
+/// uses it for Manifests and for a production node living in a directory.
+pub fn portage(args: &PortageArgs) -> Result<ExitCode, WorkerError> {
+    let profile = Profile::find(&args.profile.profile, &args.profile.profiles_dir)?;
+    let root_dir = match &args.root_dir {
+        Some(d) => d.clone(),
+        None => PathBuf::from(".binfarm/roots").join(&profile.name),
+    };
+    let Some((program, program_args)) = args.command.split_first() else {
+        return Err(WorkerError::Usage("no Portage program given".into()));
+    };
+    let venv = absolute(&args.venv)?;
+    if program.contains('/') || !venv.join("bin").join(program).is_file() {
+        return Err(WorkerError::Usage(format!(
+            "{program:?} is not a program of the Portage venv {}",
+            venv.join("bin").display()
+        )));
+    }
+    let options = BuildRootOptions {
+        venv,
+        repo_locations: parse_repo_overrides(&args.profile.repos)?,
+        distdir: args.distdir.as_deref().map(absolute).transpose()?,
+        pkgdir: args.pkgdir.as_deref().map(absolute).transpose()?,
+        ..Default::default()
+    };
+    let root = if args.render {
+        BuildRoot::prepare(&profile, &root_dir, &options)?
+    } else {
+        BuildRoot::open_or_prepare(&profile, &root_dir, &options)?
+    };
+    let status = root
+        .portage_command(program, program_args, &[])
+        .status()
+        .map_err(|source| WorkerError::Io {
+            path: root.venv.join("bin").join(program),
+            source,
+        })?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}

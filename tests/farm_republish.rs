@@ -1,0 +1,478 @@
+//! Publishing survives a coordinator restart: a request that succeeded while its snapshot
+//! never reached `testing` (the coordinator was killed in between, or publishing failed) is
+//! published by the next coordinator when it starts, once, and channel trees an FTP
+//! mirror missed (it was down) are pushed there; `binfarm promote` with the mirror down
+//! says so and how to retry.
+//!
+//! The process test runs real `binfarm serve` and `binfarm worker` processes with real
+//! emerge and a real vsftpd. The crash window's state (request succeeded, no snapshot) is
+//! made by the coordinator itself: its publish of the second request fails because the
+//! staging directory is taken by a file; then it is killed (SIGKILL) and restarted.
+//! The store test checks which requests the query picks.
+
+mod common;
+mod common_ftp;
+mod publish_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use binfarm::publish::{create_snapshot, publish_snapshot_to, SnapshotOptions, STABLE, TESTING};
+use binfarm::store::{NewRequest, RequestKind, SnapshotOrigin};
+use common_ftp::Vsftpd;
+use publish_support::{signed_packages, Farm, GREETER, HELLO, LIBHELLO, PROFILE};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_binfarm");
+
+/// A child process killed (SIGKILL) and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct ProcessFarm {
+    dir: PathBuf,
+    config: PathBuf,
+    port: u16,
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+impl ProcessFarm {
+    fn new(dir: &Path) -> ProcessFarm {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        ProcessFarm {
+            dir: dir.to_owned(),
+            config: dir.join("farm.toml"),
+            port: free_port(),
+            rt: tokio::runtime::Runtime::new().unwrap(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// (Re)writes farm.toml with this FTP mirror URL.
+    fn write_config(&self, ftp_url: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                r#"[server]
+listen = "127.0.0.1:{port}"
+[state]
+dir = "state"
+[profiles]
+dir = "{profiles}"
+[signing]
+key_file = "state/signing-key.asc"
+[queue]
+lease_seconds = 20
+heartbeat_seconds = 1
+max_attempts = 2
+retry_backoff_seconds = 1
+[mirror]
+root = "mirror"
+[[ftp]]
+url = "{ftp_url}"
+sessions = 2
+retries = 1
+backoff_initial_ms = 50
+connect_timeout_secs = 3
+io_timeout_secs = 20
+"#,
+                port = self.port,
+                profiles = common::crate_root().join("profiles").display()
+            ),
+        )
+        .unwrap();
+    }
+
+    fn binfarm(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).arg("--config").arg(&self.config);
+        common::run_ok(&mut cmd, &format!("binfarm {args:?}"))
+    }
+
+    fn serve_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    fn start_coordinator(&self) -> Proc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("serve.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let proc = Proc(child);
+        self.wait_for("the coordinator to answer", Duration::from_secs(30), || {
+            self.get("/health").is_some()
+        });
+        proc
+    }
+
+    fn start_worker(&self, name: &str) -> Proc {
+        let token = self.dir.join(format!("{name}.token"));
+        if !token.exists() {
+            self.binfarm(&[
+                "token",
+                "create",
+                "--worker",
+                name,
+                "--output",
+                token.to_str().unwrap(),
+            ]);
+        }
+        let fx = common::fixture();
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args(["worker", "--coordinator"])
+            .arg(format!("http://127.0.0.1:{}", self.port))
+            .arg("--token-file")
+            .arg(&token)
+            .arg("--profiles-dir")
+            .arg(common::crate_root().join("profiles"))
+            .args(["--profile", PROFILE, "--work-dir"])
+            .arg(self.dir.join(name))
+            .arg("--repo")
+            .arg(format!("farm-test={}", fx.repo.display()))
+            .arg("--distdir")
+            .arg(&fx.distdir)
+            .env("BINFARM_VENV", common::venv())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proc(child)
+    }
+
+    /// GET on the coordinator; JSON when it parses, else the text. None unless 2xx.
+    fn get(&self, path: &str) -> Option<Value> {
+        self.rt.block_on(async {
+            let resp = self
+                .http
+                .get(format!("http://127.0.0.1:{}{path}", self.port))
+                .send()
+                .await
+                .ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            let text = resp.text().await.ok()?;
+            Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        })
+    }
+
+    /// The testing index the coordinator's mirror serves ("" when there is none).
+    fn served_testing_index(&self) -> String {
+        self.get(&format!("/mirror/{PROFILE}/{TESTING}/Packages"))
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    fn rebuild(&self, atom: &str) -> i64 {
+        let out = self.binfarm(&["rebuild", atom, "--profile", PROFILE]);
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no request id in {out:?}"))
+    }
+
+    fn wait_succeeded(&self, id: i64) {
+        let mut last = Value::Null;
+        self.wait_for(
+            &format!("request {id} to succeed"),
+            Duration::from_secs(600),
+            || {
+                last = self
+                    .get(&format!("/api/v1/requests/{id}"))
+                    .unwrap_or(Value::Null);
+                assert!(
+                    !["failed", "cancelled"].contains(&last["state"].as_str().unwrap_or("")),
+                    "request {id}: {last:#}\n{}",
+                    self.logs()
+                );
+                last["state"] == "succeeded"
+            },
+        );
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in ["serve.log", "w1.log"] {
+            if let Ok(text) = std::fs::read_to_string(self.dir.join(name)) {
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                out += &format!(
+                    "--- {name} (tail)\n{}\n",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+        out
+    }
+
+    /// `binfarm snapshots list --json`: (snapshot id, request id, channels) per snapshot.
+    fn snapshots(&self) -> Vec<(i64, Option<i64>, Vec<String>)> {
+        let out = self.binfarm(&["snapshots", "list", "--profile", PROFILE, "--json"]);
+        let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+        rows.iter()
+            .map(|r| {
+                (
+                    r["id"].as_i64().unwrap(),
+                    r["request_id"].as_i64(),
+                    r["channels"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| c.as_str().unwrap().to_owned())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_restarted_coordinator_publishes_what_the_killed_one_did_not() {
+    let started = Instant::now();
+    let tmp = common::tempdir();
+    let farm = ProcessFarm::new(tmp.path());
+    let ftp = Vsftpd::start();
+    // First run: the FTP mirror is unreachable (nothing listens on that port).
+    let dead_port = free_port();
+    farm.write_config(&format!("ftp://127.0.0.1:{dead_port}/pub"));
+    let coordinator = farm.start_coordinator();
+    let worker = farm.start_worker("w1");
+
+    // R1 is published as usual (the local tree; the FTP push fails and is logged).
+    let r1 = farm.rebuild("app-misc/hello");
+    farm.wait_succeeded(r1);
+    farm.wait_for("R1 in the testing index", Duration::from_secs(60), || {
+        farm.served_testing_index()
+            .contains("CPV: app-misc/hello-1.0")
+    });
+    farm.wait_for("the failed FTP push", Duration::from_secs(60), || {
+        farm.serve_log()
+            .contains(&format!("ftp 127.0.0.1:{dead_port} {PROFILE}/{TESTING}: "))
+    });
+
+    // An operator promotes R1 to stable meanwhile: the local tree moves, the command fails
+    // naming the unreachable mirror and how to retry.
+    let out = Command::new(BIN)
+        .args(["promote", "--profile", PROFILE, "--to", STABLE, "--config"])
+        .arg(&farm.config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{PROFILE}/{STABLE}: the local tree is published, but FTP mirrors failed: 127.0.0.1:{dead_port}: "
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "retry with: binfarm publish --profile {PROFILE} --channel {STABLE}"
+        )),
+        "{stderr}"
+    );
+    let local_stable = tmp
+        .path()
+        .join(format!("mirror/{PROFILE}/{STABLE}/Packages"));
+    assert!(std::fs::read_to_string(&local_stable)
+        .unwrap()
+        .contains("CPV: app-misc/hello-1.0"));
+
+    // R2 succeeds, but its publish fails before any snapshot exists (the staging
+    // directory is a file); then the coordinator is killed: the crash window's state.
+    let staging = tmp.path().join("state/publish-staging");
+    std::fs::remove_dir_all(&staging).unwrap();
+    std::fs::write(&staging, b"in the way").unwrap();
+    // R2 ends in a later second than R1's publish (it builds for seconds anyway).
+    std::thread::sleep(Duration::from_millis(1100));
+    let r2 = farm.rebuild("app-misc/greeter");
+    farm.wait_succeeded(r2);
+    farm.wait_for("R2's failed publish", Duration::from_secs(60), || {
+        farm.serve_log()
+            .contains(&format!("request {r2}: publishing failed"))
+    });
+    drop(worker);
+    drop(coordinator);
+    let before = farm.snapshots();
+    assert!(
+        before.iter().all(|(_, request, _)| *request != Some(r2)),
+        "{before:?}"
+    );
+    let local_index = tmp
+        .path()
+        .join(format!("mirror/{PROFILE}/{TESTING}/Packages"));
+    assert!(!std::fs::read_to_string(&local_index)
+        .unwrap()
+        .contains("greeter"));
+    assert!(!ftp.pub_dir().join(PROFILE).exists());
+
+    // Second run, the FTP mirror is back: R2 is published on start, to the local tree and
+    // to the FTP mirror.
+    std::fs::remove_file(&staging).unwrap();
+    farm.write_config(&ftp.url());
+    let coordinator = farm.start_coordinator();
+    let recovered = |n: usize| {
+        farm.serve_log()
+            .matches("startup: publishing recovered")
+            .count()
+            >= n
+    };
+    farm.wait_for("the startup recovery", Duration::from_secs(120), || {
+        recovered(2)
+    });
+    let log = farm.serve_log();
+    assert!(
+        log.contains(&format!(
+            "request {r2} ({PROFILE}) succeeded but was not published: publishing it now"
+        )),
+        "{log}"
+    );
+    let index = farm.served_testing_index();
+    assert!(index.contains("CPV: app-misc/greeter-1.0"), "{index}");
+    assert!(index.contains("CPV: dev-libs/libhello-1.0"), "{index}");
+    assert!(index.contains("CPV: app-misc/hello-1.0"), "{index}");
+    let after = farm.snapshots();
+    let of_r2: Vec<_> = after.iter().filter(|s| s.1 == Some(r2)).collect();
+    assert_eq!(of_r2.len(), 1, "{after:?}");
+    assert_eq!(of_r2[0].2, [TESTING], "{after:?}");
+    // The FTP mirror shows exactly the local tree's index, and has its packages.
+    let ftp_tree = ftp.pub_dir().join(PROFILE).join(TESTING);
+    assert_eq!(
+        std::fs::read_to_string(ftp_tree.join("Packages")).unwrap(),
+        std::fs::read_to_string(&local_index).unwrap()
+    );
+    for line in index.lines().filter_map(|l| l.strip_prefix("PATH: ")) {
+        assert!(
+            ftp_tree.join(line).is_file(),
+            "{line} missing on the FTP mirror"
+        );
+    }
+    drop(coordinator);
+
+    // A third start publishes nothing again.
+    let coordinator = farm.start_coordinator();
+    farm.wait_for("the startup recovery", Duration::from_secs(60), || {
+        recovered(3)
+    });
+    assert_eq!(farm.snapshots(), after);
+    let log = farm.serve_log();
+    let third_run = &log[log.rfind("binfarm coordinator listening").unwrap()..];
+    assert!(
+        third_run.contains("startup: 0 succeeded request(s) without a published snapshot"),
+        "{third_run}"
+    );
+    drop(coordinator);
+    eprintln!("farm_republish: {:?}", started.elapsed());
+}
+
+/// A succeeded request at `t` (no steps: it ends as soon as it is planned).
+fn succeeded_request(farm: &mut Farm, profile: &str, t: i64) -> i64 {
+    let id = farm
+        .db
+        .create_request(
+            &NewRequest {
+                kind: RequestKind::Manual,
+                profile: profile.into(),
+                target: "app-misc/hello".into(),
+            },
+            t,
+        )
+        .unwrap();
+    farm.db.add_planned_steps(id, &[], t).unwrap();
+    assert_eq!(farm.db.request(id).unwrap().finished_at, Some(t));
+    id
+}
+
+fn snapshot_of(farm: &mut Farm, files: &[&Path], request: i64, t: i64) -> i64 {
+    let blobs: Vec<String> = files.iter().map(|f| farm.store(f)).collect();
+    create_snapshot(
+        &farm.publisher,
+        &mut farm.db,
+        &publish_support::profile(),
+        &blobs,
+        &SnapshotOptions {
+            origin: SnapshotOrigin::Manual,
+            request_id: Some(request),
+            ..Default::default()
+        },
+        t,
+    )
+    .unwrap()
+}
+
+fn listed(farm: &Farm) -> Vec<(i64, Option<i64>)> {
+    farm.db
+        .unpublished_requests(TESTING)
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.request_id, u.snapshot_id))
+        .collect()
+}
+
+#[test]
+fn the_query_picks_unpublished_requests_oldest_first_and_nothing_else() {
+    let dir = common::tempdir();
+    let pkgs = signed_packages(&dir.path().join("pkgs"));
+    let mut farm = Farm::new(dir.path());
+    let t = binfarm::store::unix_now() - 1000;
+
+    // r1 published as usual.
+    let r1 = succeeded_request(&mut farm, PROFILE, t);
+    let s1 = snapshot_of(&mut farm, &[&pkgs[HELLO]], r1, t);
+    publish_snapshot_to(&farm.publisher, &mut farm.db, s1, TESTING, t + 1).unwrap();
+    assert_eq!(listed(&farm), []);
+    // r2: killed before its snapshot; r3: killed after its snapshot, before the pointer
+    // moved; r4: another profile whose testing never moved.
+    let r2 = succeeded_request(&mut farm, PROFILE, t + 10);
+    let r3 = succeeded_request(&mut farm, PROFILE, t + 20);
+    let s3 = snapshot_of(&mut farm, &[&pkgs[LIBHELLO], &pkgs[GREETER]], r3, t + 20);
+    let r4 = succeeded_request(&mut farm, "x86-64-v2", t + 5);
+    assert_eq!(listed(&farm), [(r4, None), (r2, None), (r3, Some(s3))]);
+
+    // Publishing r3 supersedes r2 (testing moved after r2 ended: r2's packages would go
+    // over newer ones); r4's profile is another.
+    publish_snapshot_to(&farm.publisher, &mut farm.db, s3, TESTING, t + 30).unwrap();
+    assert_eq!(listed(&farm), [(r4, None)]);
+    // A request whose snapshot GC removed was published: it is not picked again.
+    farm.db.delete_snapshots(&[s1]).unwrap();
+    assert_eq!(listed(&farm), [(r4, None)]);
+    // One that ended in the second testing last moved counts as superseded.
+    succeeded_request(&mut farm, PROFILE, t + 30);
+    assert_eq!(listed(&farm), [(r4, None)]);
+    let r6 = succeeded_request(&mut farm, PROFILE, t + 31);
+    assert_eq!(listed(&farm), [(r4, None), (r6, None)]);
+}
