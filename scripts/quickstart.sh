@@ -218,7 +218,6 @@ say "binfarm is running"
 cat <<EOF
   web UI           $URL/
   API              $URL/api/v1/requests
-  metrics          $URL/metrics
   mirror (stable)  $URL/mirror/$NODE_PROFILE/stable/Packages
   mirror (testing) $URL/mirror/$NODE_PROFILE/testing/Packages
   node root        $NODE (emerge: $BIN portage --profile $NODE_PROFILE --root-dir $NODE -- emerge ...)
