@@ -218,9 +218,9 @@ say "binfarm is running"
 cat <<EOF
   web UI           $URL/
   API              $URL/api/v1/requests
-  metrics          $URL/metrics
   mirror (stable)  $URL/mirror/$NODE_PROFILE/stable/Packages
   mirror (testing) $URL/mirror/$NODE_PROFILE/testing/Packages
+  metrics          $URL/metrics
   node root        $NODE (emerge: $BIN portage --profile $NODE_PROFILE --root-dir $NODE -- emerge ...)
   logs             $QS/serve.log, $QS/worker-1.log, $QS/worker-2.log
 EOF

@@ -372,6 +372,31 @@ enum BenchCommand {
     },
     /// Rollout planning for 500 hosts and 1,000 changed packages.
     Rollout,
+    /// The HTTP mirror (`binfarm mirror`) against nginx on the same tree, driven by wrk:
+    /// throughput, 304 answers, memory under many clients.
+    Mirror(BenchMirrorArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchMirrorArgs {
+    /// Length of each wrk run (whole seconds: 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = binfarm::bench::mirror::parse_duration)]
+    duration: std::time::Duration,
+    /// Measured runs per scenario and server (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Connections of the throughput and 304 scenarios.
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
+    /// Connections of the memory scenario.
+    #[arg(long, default_value_t = 500)]
+    memory_clients: usize,
+    /// Binpkg-sized files in the generated tree.
+    #[arg(long, default_value_t = 200)]
+    files: usize,
+    /// nginx worker processes and binfarm tokio worker threads (default: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -508,6 +533,23 @@ fn main() -> ExitCode {
             seed,
         }) => binfarm::cli::bench_schedule(steps, workers, seed),
         Command::Bench(BenchCommand::Rollout) => binfarm::cli::bench_rollout(),
+        Command::Bench(BenchCommand::Mirror(args)) => {
+            binfarm::bench::mirror::MirrorBenchConfig::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|defaults| {
+                    let workers = args.workers.unwrap_or(defaults.workers);
+                    binfarm::cli::bench_mirror(&binfarm::bench::mirror::MirrorBenchConfig {
+                        duration: args.duration,
+                        rounds: args.rounds,
+                        connections: args.connections,
+                        memory_clients: args.memory_clients,
+                        files: args.files,
+                        workers,
+                        wrk_threads: workers,
+                        ..defaults
+                    })
+                })
+        }
         Command::Rollout(RolloutCommand::Plan {
             inventory,
             profiles,

@@ -1,5 +1,5 @@
 //! The emerge runner with real emerge: failures name the package and phase and keep the log;
-//! timeouts and silence kill the whole process group and return nothing half-built; the log
+//! timeouts, silence and a cancel kill the whole process group and return nothing half-built; the log
 //! is size-capped.
 mod common;
 
@@ -164,6 +164,49 @@ fn total_timeout_kills_the_whole_process_group() {
     check_killed(&root, &r, &pidfile);
     let log = std::fs::read_to_string(&r.log_path).unwrap_or_default();
     assert!(log.contains("sleeper: still working"));
+}
+
+#[test]
+fn the_cancel_flag_kills_the_whole_process_group() {
+    let tmp = common::tempdir();
+    let root = common::fixture_build_root(
+        "x86-64-v3",
+        &tmp.path().join("root"),
+        &common::RootOptions::default(),
+    );
+    let pidfile = tmp.path().join("sleeper.pids");
+    let limits = Limits {
+        total_timeout: Some(Duration::from_secs(120)),
+        max_silent: Some(Duration::from_secs(120)),
+        kill_grace: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let mut request = sleeper_request(&pidfile, false, limits);
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    request.cancel = Some(std::sync::Arc::clone(&cancel));
+    // Cancelled from another thread once the sleeper is running, as the worker's heartbeat does.
+    let canceller = {
+        let pidfile = pidfile.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while !pidfile.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::time::Instant::now()
+        })
+    };
+    let r = run_build(&root, &request).expect("runner");
+    let cancelled_at = canceller.join().expect("canceller thread");
+    assert_eq!(r.status, BuildStatus::Cancelled, "{:?}", r.log_tail);
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(10),
+        "the build ended {:?} after the cancel",
+        cancelled_at.elapsed()
+    );
+    check_killed(&root, &r, &pidfile);
+    let log = std::fs::read_to_string(&r.log_path).unwrap_or_default();
+    assert!(log.contains("cancelled"), "log: {log}");
 }
 
 #[test]

@@ -344,12 +344,24 @@ fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
         assert!(lib["finished_at"].as_i64().unwrap() <= greeter["started_at"].as_i64().unwrap());
     }
 
-    // Each finished request was published to its profile's testing channel, served under /mirror.
+    // Each finished request was published to its profile's testing channel, served under
+    // /mirror. Publishing follows the request's end, so the index may take a moment.
     for profile in ["x86-64-v3", "x86-64-v2"] {
-        let index = farm
-            .get(&format!("/mirror/{profile}/testing/Packages"))
-            .expect("testing index served");
-        let index = index.as_str().unwrap_or("").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let index = loop {
+            let served = farm.get(&format!("/mirror/{profile}/testing/Packages"));
+            if let Some(index) = served.as_ref().and_then(|v| v.as_str()) {
+                if index.contains("CPV: app-misc/greeter-1.0") {
+                    break index.to_owned();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{profile}: testing index not published within 60 s: {served:?}\n{}",
+                farm.logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        };
         assert!(
             index.contains("CPV: app-misc/greeter-1.0"),
             "{profile}: {index}"

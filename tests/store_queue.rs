@@ -824,3 +824,28 @@ fn a_requests_binpkgs_are_its_built_and_cached_steps() {
     assert_eq!(packages.len(), 1);
     assert_eq!(packages[0].binpkg, None);
 }
+
+#[test]
+fn a_lease_poll_marks_the_worker_seen_but_does_not_renew_its_leases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_store, mut db) = open(dir.path());
+    let restarted = worker(&mut db, "restarted", &["p"]);
+    let (_req, ids) = request(&mut db, "p", &[step("cat/orphan-1.0", 0, &[])]);
+    let orphan = db.lease_next(restarted, T0).expect("lease").expect("step");
+    let expires = db.step(ids[0]).expect("step").lease_expires_at;
+    assert_eq!(expires, Some(T0 + 60));
+
+    // The restarted worker long-polls for work instead of heart-beating its old lease.
+    db.mark_worker_seen(restarted, T0 + 50).expect("seen");
+    let seen = db.worker(restarted).expect("worker").last_heartbeat;
+    assert_eq!(seen, Some(T0 + 50));
+    assert_eq!(db.step(ids[0]).expect("step").lease_expires_at, expires);
+    let expired = db.expire_leases(T0 + 60).expect("expire");
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].lease_id, orphan.lease_id);
+
+    assert!(matches!(
+        db.mark_worker_seen(9999, T0),
+        Err(StoreError::NoSuchWorker { .. })
+    ));
+}

@@ -1,6 +1,7 @@
 //! Benchmarks that need real tools (Portage, gpg) beside binfarm's own code.
 
 pub mod index;
+pub mod mirror;
 
 use std::path::PathBuf;
 

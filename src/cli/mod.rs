@@ -177,6 +177,13 @@ pub fn bench_index(packages: usize) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `binfarm bench mirror`: prints the table; fails when a measurement is not meaningful.
+pub fn bench_mirror(config: &crate::bench::mirror::MirrorBenchConfig) -> Result<ExitCode> {
+    let report = crate::bench::mirror::bench_mirror(config)?;
+    print!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn ftp_publish(
     config: crate::publish::ftp::FtpTargetConfig,
     tree: &Path,

@@ -135,6 +135,10 @@ async fn lease(
     Json(body): Json<LeaseRequest>,
 ) -> Result<Response, ApiError> {
     let worker = authenticate(&app, &headers).await?;
+    // An idle worker only long-polls: the poll shows it alive on the dashboard.
+    let (worker_id, now) = (worker.id, crate::store::unix_now());
+    app.with_db(move |db| db.mark_worker_seen(worker_id, now))
+        .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(body.wait_seconds.min(60));
     loop {
         // Registered before looking, so a change between the look and the wait wakes us.

@@ -1,4 +1,5 @@
-//! `GET /metrics`: on the coordinator, and on a mirror served alone.
+//! The coordinator's `GET /metrics` (the mirror served alone answers its own, see
+//! `crate::mirror`).
 
 use std::sync::Arc;
 
@@ -8,25 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::{encode_mirror, WORKER_SEEN_SECONDS};
+use super::WORKER_SEEN_SECONDS;
 use crate::coordinator::{ApiError, Coordinator};
-use crate::mirror::MirrorMetrics;
 
 /// The coordinator's `/metrics` (merged into its router).
 pub fn router() -> Router<Arc<Coordinator>> {
     Router::new().route("/metrics", get(scrape))
-}
-
-/// `/metrics` of a mirror served alone; merged in front of the mirror's file handler, so
-/// it shadows a top-level mirror directory named `metrics`.
-pub fn mirror_router(metrics: Arc<MirrorMetrics>) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move { exposition(encode_mirror(&metrics)) }
-        }),
-    )
 }
 
 async fn scrape(State(app): State<Arc<Coordinator>>) -> Result<Response, ApiError> {

@@ -29,7 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-pub use http::{mirror_router, router};
+pub use http::router;
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 use crate::mirror::MirrorMetrics;

@@ -1,11 +1,17 @@
 //! The built-in HTTP mirror: serves mirror trees (`<root>/<profile>/<channel>/...`) to
 //! Portage clients. GET and HEAD, single Range requests (download resume), conditional
 //! requests (If-None-Match / If-Modified-Since -> 304, If-Range), ETag, Last-Modified,
-//! exact Content-Length and types, no path escapes, 1 MiB read buffers, an access log.
+//! exact Content-Length and types, no path escapes, an access log. Index files are served
+//! from memory (revalidated by one stat per request, see `files`).
 //!
-//! Runs inside `binfarm serve` (nested under a prefix) or alone as `binfarm mirror`.
+//! Runs alone as `binfarm mirror`, on its own HTTP/1.1 server that sends package files
+//! with sendfile (`http1`), or inside `binfarm serve` as an axum route (nested under a
+//! prefix) that streams them in chunks of up to 512 KiB under a server-wide memory
+//! budget. Both answer through the same `serve::reply`.
 
 mod access_log;
+mod files;
+mod http1;
 mod metrics;
 mod range;
 mod serve;
@@ -42,7 +48,8 @@ pub enum MirrorError {
     Serve(#[source] std::io::Error),
 }
 
-/// Runs the mirror alone until SIGINT/SIGTERM (`binfarm mirror`).
+/// Runs the mirror alone until SIGINT/SIGTERM (`binfarm mirror`), on its own HTTP/1.1
+/// server (sendfile for package files).
 pub async fn run(
     root: &Path,
     listen: SocketAddr,
@@ -61,8 +68,7 @@ pub async fn run(
         })?;
     let local = listener.local_addr().map_err(MirrorError::Serve)?;
     tracing::info!("mirror serving {} on http://{local}/", root.display());
-    let app = crate::metrics::mirror_router(state.metrics.clone()).merge(router(state));
-    serve_until_shutdown(listener, app).await
+    http1::serve(listener, state, shutdown_signal()).await
 }
 
 /// Serves `app` on `listener` (TCP_NODELAY, client addresses for the access log) until

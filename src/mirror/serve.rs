@@ -1,29 +1,25 @@
 //! One handler for every path under the mirror root.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
-use futures_util::StreamExt;
-use headers::{ETag, HeaderMapExt, IfModifiedSince, IfNoneMatch, IfRange, LastModified};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use headers::{ETag, HeaderMapExt, IfModifiedSince, IfNoneMatch, IfRange};
 
+use super::files::{is_package_file, FileEntry, Files};
 use super::range::{self, RangeRequest};
 use super::{AccessLog, MirrorError, MirrorMetrics};
 
-/// Largest read buffer per response: big files stream in 1 MiB chunks.
-const READ_CHUNK: usize = 1 << 20;
-
 pub struct MirrorState {
-    root: PathBuf,
-    access_log: Option<AccessLog>,
+    pub(super) files: Files,
+    pub(super) access_log: Option<AccessLog>,
     /// Shared with whoever exports them (the coordinator passes its own).
     pub metrics: Arc<MirrorMetrics>,
 }
@@ -35,7 +31,7 @@ impl MirrorState {
             source,
         })?;
         Ok(Self {
-            root,
+            files: Files::new(root),
             access_log,
             metrics: Arc::default(),
         })
@@ -48,41 +44,76 @@ pub fn router(state: Arc<MirrorState>) -> Router {
 }
 
 async fn handle(State(state): State<Arc<MirrorState>>, request: Request) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
-        .unwrap_or_else(|| "-".into());
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = respond(&state, &method, &path, request.headers()).await;
-    state.metrics.count(&method, response.status());
+    let reply = reply(
+        &state,
+        request.method(),
+        request.uri().path(),
+        request.headers(),
+    )
+    .await;
+    let status = reply.status;
+    let content_length = reply.content_length(request.method());
+    let response = reply.into_response(&state);
+    state.metrics.count(request.method(), status);
     if let Some(log) = &state.access_log {
-        log.record(access_line(&peer, &request, &response));
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let agent = request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        log.record(&access_line(&LoggedRequest {
+            peer,
+            method: request.method().as_str(),
+            target,
+            version: request.version(),
+            status,
+            bytes: content_length,
+            agent,
+        }));
     }
     response
 }
 
-fn access_line(peer: &str, request: &Request, response: &Response) -> String {
-    let bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| request.method() != Method::HEAD)
-        .unwrap_or("-");
-    let agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    format!(
-        "{peer} - - [{}] \"{} {} {:?}\" {} {bytes} \"-\" \"{agent}\"",
+/// What the access log says of a request.
+pub(super) struct LoggedRequest<'a> {
+    pub peer: Option<std::net::IpAddr>,
+    pub method: &'a str,
+    /// The request target as sent (path and query).
+    pub target: &'a str,
+    pub version: axum::http::Version,
+    pub status: StatusCode,
+    /// Body bytes sent (None: no body, as for HEAD).
+    pub bytes: Option<u64>,
+    pub agent: Option<&'a str>,
+}
+
+/// One line in the combined log format.
+pub(super) fn access_line(request: &LoggedRequest<'_>) -> String {
+    let agent = request.agent.unwrap_or("-");
+    let mut line = String::with_capacity(160 + agent.len() + request.target.len());
+    let _ = match request.peer {
+        Some(ip) => write!(line, "{ip}"),
+        None => write!(line, "-"),
+    };
+    let _ = write!(
+        line,
+        " - - [{}] \"{} {} {:?}\" {} ",
         clf_time(SystemTime::now()),
-        request.method(),
-        request.uri(),
-        request.version(),
-        response.status().as_u16(),
-    )
+        request.method,
+        request.target,
+        request.version,
+        request.status.as_u16(),
+    );
+    let _ = match request.bytes {
+        Some(bytes) => write!(line, "{bytes}"),
+        None => write!(line, "-"),
+    };
+    let _ = write!(line, " \"-\" \"{agent}\"");
+    line
 }
 
 /// Common Log Format time, `26/Nov/2026:15:57:36 +0000` (always UTC).
@@ -114,45 +145,102 @@ fn clf_time(now: SystemTime) -> String {
     )
 }
 
-async fn respond(
+/// The answer to a request, before it is written out (by axum in `binfarm serve`, by
+/// the mirror's own HTTP/1.1 server in `binfarm mirror`).
+pub(super) struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: ReplyBody,
+}
+
+pub(super) enum ReplyBody {
+    Empty,
+    /// A body made for this reply (the lone mirror's /metrics).
+    Memory(Vec<u8>),
+    /// Bytes `start..start + count` of a file.
+    File {
+        entry: Arc<FileEntry>,
+        start: u64,
+        count: u64,
+    },
+}
+
+impl Reply {
+    pub fn empty(status: StatusCode) -> Reply {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: ReplyBody::Empty,
+        }
+    }
+
+    /// Body bytes the response carries for `method` (None: HEAD, 304).
+    pub fn content_length(&self, method: &Method) -> Option<u64> {
+        if method == Method::HEAD || self.status == StatusCode::NOT_MODIFIED {
+            return None;
+        }
+        Some(match &self.body {
+            ReplyBody::Empty => 0,
+            ReplyBody::Memory(bytes) => bytes.len() as u64,
+            ReplyBody::File { count, .. } => *count,
+        })
+    }
+
+    fn into_response(self, state: &MirrorState) -> Response {
+        let body = match self.body {
+            ReplyBody::Empty => Body::empty(),
+            ReplyBody::Memory(bytes) => Body::from(bytes),
+            ReplyBody::File {
+                entry,
+                start,
+                count,
+            } => state
+                .files
+                .body(entry, start, count, state.metrics.bytes_sent.clone()),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+/// GET and HEAD of files below the root, with conditional and range requests.
+pub(super) async fn reply(
     state: &MirrorState,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-) -> Response {
+) -> Reply {
     if method != Method::GET && method != Method::HEAD {
-        let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
-        response
-            .headers_mut()
+        let mut reply = Reply::empty(StatusCode::METHOD_NOT_ALLOWED);
+        reply
+            .headers
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+        return reply;
     }
     let Some(relative) = safe_relative_path(path) else {
-        return StatusCode::NOT_FOUND.into_response();
+        return Reply::empty(StatusCode::NOT_FOUND);
     };
-    let root = state.root.clone();
-    let opened = tokio::task::spawn_blocking(move || open_below(&root, &relative)).await;
-    let (file, meta) = match opened {
-        Ok(Some(found)) => found,
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    let Some(entry) = state.files.lookup(&relative).await else {
+        return Reply::empty(StatusCode::NOT_FOUND);
     };
-    let len = meta.len();
-    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
-    let etag = entity_tag(len, modified);
-    let last_modified = LastModified::from(modified);
+    let len = entry.len;
+    let etag = entry.etag.as_ref();
 
-    let mut response_headers = HeaderMap::new();
-    if let Some(etag) = &etag {
-        response_headers.typed_insert(etag.clone());
+    let mut response_headers = HeaderMap::with_capacity(8);
+    if let Some(value) = &entry.etag_value {
+        response_headers.insert(header::ETAG, value.clone());
     }
-    response_headers.typed_insert(last_modified);
+    response_headers.insert(header::LAST_MODIFIED, entry.last_modified_value.clone());
     response_headers.insert(header::CACHE_CONTROL, cache_control(path));
 
-    if not_modified(headers, etag.as_ref(), modified) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        response.headers_mut().extend(response_headers);
-        return response;
+    if not_modified(headers, etag, entry.modified) {
+        return Reply {
+            status: StatusCode::NOT_MODIFIED,
+            headers: response_headers,
+            body: ReplyBody::Empty,
+        };
     }
 
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -163,7 +251,7 @@ async fn respond(
 
     let if_range_allows = headers
         .typed_get::<IfRange>()
-        .is_none_or(|if_range| !if_range.is_modified(etag.as_ref(), Some(&last_modified)));
+        .is_none_or(|if_range| !if_range.is_modified(etag, Some(&entry.last_modified)));
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let wanted = if if_range_allows {
         range::parse(range_header, len)
@@ -181,27 +269,29 @@ async fn respond(
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         RangeRequest::Unsatisfiable => {
-            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            let mut reply = Reply::empty(StatusCode::RANGE_NOT_SATISFIABLE);
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, value);
+                reply.headers.insert(header::CONTENT_RANGE, value);
             }
-            return response;
+            return reply;
         }
     };
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
 
     let body = if method == Method::HEAD || count == 0 {
-        Body::empty()
+        ReplyBody::Empty
     } else {
-        match file_body(file, start, count, state.metrics.bytes_sent.clone()).await {
-            Ok(body) => body,
-            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        ReplyBody::File {
+            entry,
+            start,
+            count,
         }
     };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    *response.headers_mut() = response_headers;
-    response
+    Reply {
+        status,
+        headers: response_headers,
+        body,
+    }
 }
 
 /// The request path as a relative path with only normal components, or None when it
@@ -225,28 +315,6 @@ fn safe_relative_path(uri_path: &str) -> Option<PathBuf> {
     Some(relative)
 }
 
-/// Opens a regular file below `root`; symlinks that lead outside the root are refused.
-fn open_below(root: &Path, relative: &Path) -> Option<(tokio::fs::File, std::fs::Metadata)> {
-    let full = root.join(relative).canonicalize().ok()?;
-    if !full.starts_with(root) {
-        return None;
-    }
-    let file = std::fs::File::open(&full).ok()?;
-    let meta = file.metadata().ok()?;
-    meta.is_file()
-        .then(|| (tokio::fs::File::from_std(file), meta))
-}
-
-/// A strong validator from size and modification time (as nginx does): published names
-/// are never rewritten with other bytes, and a re-published index gets a new mtime.
-fn entity_tag(len: u64, modified: SystemTime) -> Option<ETag> {
-    let nanos = modified
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("\"{len:x}-{nanos:x}\"").parse().ok()
-}
-
 /// RFC 9110 §13.2.2: If-None-Match decides when present; otherwise If-Modified-Since.
 fn not_modified(headers: &HeaderMap, etag: Option<&ETag>, modified: SystemTime) -> bool {
     if let (Some(if_none_match), Some(etag)) = (headers.typed_get::<IfNoneMatch>(), etag) {
@@ -260,7 +328,7 @@ fn not_modified(headers: &HeaderMap, etag: Option<&ETag>, modified: SystemTime) 
 /// Blob names are never reused for other bytes, so they may be cached forever;
 /// the index changes in place and must be revalidated.
 fn cache_control(path: &str) -> HeaderValue {
-    if path.ends_with(".gpkg.tar") || path.ends_with(".tbz2") || path.ends_with(".xpak") {
+    if is_package_file(path) {
         HeaderValue::from_static("public, max-age=31536000, immutable")
     } else {
         HeaderValue::from_static("no-cache")
@@ -278,28 +346,6 @@ fn content_type(path: &str) -> &'static str {
         _ if name.ends_with(".txt") || name.ends_with(".conf") => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
     }
-}
-
-async fn file_body(
-    mut file: tokio::fs::File,
-    start: u64,
-    count: u64,
-    bytes_sent: Arc<AtomicU64>,
-) -> std::io::Result<Body> {
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start)).await?;
-    }
-    let capacity = usize::try_from(count)
-        .unwrap_or(READ_CHUNK)
-        .clamp(1, READ_CHUNK);
-    let stream =
-        tokio_util::io::ReaderStream::with_capacity(file.take(count), capacity).map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                bytes_sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            }
-            chunk
-        });
-    Ok(Body::from_stream(stream))
 }
 
 #[cfg(test)]

@@ -690,6 +690,26 @@ impl Db {
         })
     }
 
+    /// A worker was heard from without a heartbeat (it long-polls for work): only its
+    /// `last_heartbeat` moves. Its step leases are left alone, so a restarted worker's
+    /// orphaned leases still expire.
+    pub fn mark_worker_seen(&mut self, worker_id: i64, now: i64) -> Result<(), StoreError> {
+        self.write("mark worker seen", |tx, _| {
+            let changed = tx
+                .execute(
+                    "UPDATE workers SET last_heartbeat = ?1 WHERE id = ?2",
+                    params![now, worker_id],
+                )
+                .map_err(sql_err(tx, "mark worker seen"))?;
+            if changed == 0 {
+                return Err(StoreError::NoSuchWorker {
+                    what: format!("with id {worker_id}"),
+                });
+            }
+            Ok(())
+        })
+    }
+
     /// A worker is alive: renew its leases. `active_leases` are the leases it is working on;
     /// the reply lists those that are no longer its own (expired, cancelled) so it stops them.
     pub fn heartbeat(

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -230,15 +232,17 @@ impl Agent {
         Ok(root)
     }
 
-    /// Heart-beats `leases` until the returned sender is dropped; `revoked` turns true when
-    /// the coordinator says the job is no longer ours.
+    /// Heart-beats `leases` until the returned sender is dropped. The returned flag turns
+    /// true when the coordinator says the job is no longer ours (request or step cancelled,
+    /// lease expired or given to another worker); a running build checks it and stops.
     fn start_heartbeat(
         &self,
         leases: Vec<i64>,
         plan_leases: Vec<String>,
-    ) -> (watch::Sender<()>, watch::Receiver<bool>) {
+    ) -> (watch::Sender<()>, Arc<AtomicBool>) {
         let (stop_tx, mut stop_rx) = watch::channel(());
-        let (revoked_tx, revoked_rx) = watch::channel(false);
+        let revoked = Arc::new(AtomicBool::new(false));
+        let revoked_flag = Arc::clone(&revoked);
         let (http, url, token, every) = (
             self.http.clone(),
             self.url.clone(),
@@ -267,7 +271,14 @@ impl Agent {
                     Ok(resp) if resp.status().is_success() => {
                         if let Ok(reply) = resp.json::<HeartbeatReply>().await {
                             if !reply.revoked.is_empty() || !reply.revoked_plans.is_empty() {
-                                let _ = revoked_tx.send(true);
+                                tracing::warn!(
+                                    "the coordinator revoked leases {:?} {:?}: stopping",
+                                    reply.revoked,
+                                    reply.revoked_plans
+                                );
+                                revoked_flag.store(true, Ordering::SeqCst);
+                                // Nothing more to renew: the job is no longer ours.
+                                return;
                             }
                         }
                     }
@@ -276,7 +287,7 @@ impl Agent {
                 }
             }
         });
-        (stop_tx, revoked_rx)
+        (stop_tx, revoked)
     }
 
     async fn plan(&mut self, job: PlanJob) -> Result<(), AgentError> {
@@ -328,7 +339,7 @@ impl Agent {
         );
         let started = Instant::now();
         let (_stop, revoked) = self.start_heartbeat(vec![job.lease_id], Vec::new());
-        let outcome = self.build_and_upload(&job, revoked).await;
+        let outcome = self.build_and_upload(&job, &revoked).await;
         let duration_ms = started.elapsed().as_millis() as i64;
         let complete = match outcome {
             Ok(files) => CompleteRequest::Succeeded {
@@ -336,6 +347,17 @@ impl Agent {
                 duration_ms,
                 files,
             },
+            // The step is no longer ours: the coordinator already recorded the cancellation
+            // (or gave the step to another worker) and would ignore a completion, so none is sent.
+            Err(_) if revoked.load(Ordering::SeqCst) => {
+                tracing::info!(
+                    "step {} ({}): lease {} revoked, build stopped, nothing reported",
+                    job.step_id,
+                    job.cpv,
+                    job.lease_id
+                );
+                return Ok(());
+            }
             Err((error, retryable)) => {
                 tracing::warn!("step {} ({}) failed: {error}", job.step_id, job.cpv);
                 CompleteRequest::Failed {
@@ -363,7 +385,7 @@ impl Agent {
     async fn build_and_upload(
         &mut self,
         job: &BuildJob,
-        revoked: watch::Receiver<bool>,
+        revoked: &Arc<AtomicBool>,
     ) -> Result<Vec<UploadReply>, (String, bool)> {
         let root = self
             .build_root(&job.profile)
@@ -386,6 +408,13 @@ impl Agent {
         request.limits = self.config.limits.clone();
         request.extra_env = self.config.build_env.clone();
         request.log_path = Some(log_path.clone());
+        request.cancel = Some(Arc::clone(revoked));
+        if revoked.load(Ordering::SeqCst) {
+            return Err((
+                "the lease was revoked before the build started".into(),
+                true,
+            ));
+        }
         let streamer = self.stream_log(job, log_path.clone());
         let build_root = root.clone();
         let result = tokio::task::spawn_blocking(move || run_build(&build_root, &request))
@@ -395,7 +424,7 @@ impl Agent {
         // Let the streamer send the tail.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let result = result.map_err(|e| (e.to_string(), true))?;
-        if *revoked.borrow() {
+        if revoked.load(Ordering::SeqCst) {
             return Err(("the lease was revoked while building".into(), true));
         }
         if result.status != BuildStatus::Success {
@@ -410,6 +439,9 @@ impl Agent {
                 (BuildStatus::TimedOut, _) => ("killed: total timeout reached".to_owned(), true),
                 (BuildStatus::Silent, _) => {
                     ("killed: no output for max-silent-time".to_owned(), true)
+                }
+                (BuildStatus::Cancelled, _) => {
+                    ("killed: the build was cancelled".to_owned(), false)
                 }
                 (BuildStatus::Success, _) => {
                     ("internal: success reported as failure".to_owned(), true)

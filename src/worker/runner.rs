@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,6 +55,9 @@ pub struct BuildRequest {
     pub limits: Limits,
     /// Where the log goes; default `<build root>/log/binfarm/<time>-<atom>.log`.
     pub log_path: Option<PathBuf>,
+    /// Set by another thread to stop the build (the job was cancelled or its lease revoked):
+    /// emerge's process group is killed like on a timeout.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl BuildRequest {
@@ -77,6 +81,8 @@ pub enum BuildStatus {
     TimedOut,
     /// Killed: no output for max-silent-time.
     Silent,
+    /// Killed: `BuildRequest::cancel` was set.
+    Cancelled,
 }
 
 /// A binpkg this build wrote.
@@ -256,6 +262,12 @@ pub fn run_build(root: &BuildRoot, request: &BuildRequest) -> Result<BuildResult
                 .map(|s| s.last_output.elapsed())
                 .unwrap_or_default();
             if request
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+            {
+                killed = Some(BuildStatus::Cancelled);
+            } else if request
                 .limits
                 .total_timeout
                 .is_some_and(|t| started.elapsed() > t)
@@ -286,6 +298,7 @@ pub fn run_build(root: &BuildRoot, request: &BuildRequest) -> Result<BuildResult
                 "binfarm: killed after the total timeout of {:?}",
                 request.limits.total_timeout.unwrap_or_default()
             ),
+            BuildStatus::Cancelled => "binfarm: killed: the build was cancelled".to_owned(),
             _ => format!(
                 "binfarm: killed after {:?} without output",
                 request.limits.max_silent.unwrap_or_default()
