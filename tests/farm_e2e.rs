@@ -372,11 +372,24 @@ fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
         );
     }
 
-    // A second nightly with nothing changed builds nothing.
+    // A second nightly with nothing changed builds nothing, and makes no new snapshot:
+    // testing keeps its index byte for byte (clients get 304s).
+    let testing_index = || farm.get("/mirror/x86-64-v3/testing/Packages");
+    let index_before = testing_index();
     let again = farm.nightly("x86-64-v3");
     let r = farm.wait_finished(again, Duration::from_secs(120));
     assert_eq!(r["state"], "succeeded", "{r:#}");
     assert!(steps(&r).iter().all(|s| s["state"] == "cached"), "{r:#}");
+    let settled = format!("request {again}: nothing changed");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(tmp.path().join("serve.log"))
+        .unwrap_or_default()
+        .contains(&settled)
+    {
+        assert!(Instant::now() < deadline, "no {settled:?}\n{}", farm.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(testing_index(), index_before);
 
     // A worker killed mid-step: its lease expires and another worker completes the step.
     drop(w1);

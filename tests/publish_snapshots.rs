@@ -347,6 +347,9 @@ fn snapshots_of_requests() {
         T,
     )
     .unwrap();
+    let publish::RequestPublication::Published(o) = o else {
+        panic!("a new snapshot was expected: {o:?}")
+    };
     let s2 = o.snapshot;
     assert_eq!((o.channel.as_str(), o.previous), (TESTING, None));
     assert_eq!(
@@ -356,6 +359,75 @@ fn snapshots_of_requests() {
     assert_eq!(
         verify_tree(&farm.tree(TESTING)).unwrap().1,
         snapshot_paths(&farm.db, s2)
+    );
+
+    // Nightly 2b: nothing changed (every step cached on the same builds): no snapshot is
+    // made, testing stays, the index is not rewritten, and the request counts as settled.
+    let index_before = std::fs::read(farm.tree(TESTING).join("Packages")).unwrap();
+    let snapshots_before = farm.db.list_snapshots(Some(&p.name)).unwrap().len();
+    let r2b = request(&mut farm, RequestKind::Nightly);
+    farm.db
+        .add_planned_steps(
+            r2b,
+            &[
+                step(
+                    "dev-libs/libhello-1.0",
+                    "fp-lib",
+                    0,
+                    vec![],
+                    InitialState::Cached,
+                ),
+                step(
+                    "app-misc/hello-1.0",
+                    "fp-hello",
+                    1,
+                    vec![0],
+                    InitialState::Cached,
+                ),
+                step(
+                    "app-misc/greeter-1.0",
+                    "fp-greeter",
+                    2,
+                    vec![0],
+                    InitialState::Cached,
+                ),
+            ],
+            T + 5,
+        )
+        .unwrap();
+    let o = publish::publish_request(
+        &farm.publisher,
+        &mut farm.db,
+        &p,
+        r2b,
+        &Default::default(),
+        T + 5,
+    )
+    .unwrap();
+    assert!(
+        matches!(&o, publish::RequestPublication::Unchanged { snapshot, .. } if *snapshot == s2),
+        "{o:?}"
+    );
+    assert_eq!(
+        farm.db.list_snapshots(Some(&p.name)).unwrap().len(),
+        snapshots_before
+    );
+    assert_eq!(
+        farm.db
+            .channel(&p.name, TESTING)
+            .unwrap()
+            .unwrap()
+            .snapshot_id,
+        s2
+    );
+    assert_eq!(
+        std::fs::read(farm.tree(TESTING).join("Packages")).unwrap(),
+        index_before
+    );
+    let unpublished = farm.db.unpublished_requests(TESTING).unwrap();
+    assert!(
+        unpublished.iter().all(|u| u.request_id != r2b),
+        "{unpublished:?}"
     );
 
     // Manual rebuild of hello: testing's snapshot with hello replaced.

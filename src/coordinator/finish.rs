@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::Coordinator;
+use crate::publish::RequestPublication;
 use crate::store::{RequestState, StepState};
 
 #[derive(Debug, Serialize)]
@@ -119,7 +120,7 @@ async fn publish(app: &Arc<Coordinator>, request: &crate::store::RequestRow) {
         let _publishing = app.publishing.lock().await;
         publish_locally(app, request.id, &request.profile, None).await
     };
-    if let Some(outcome) = outcome {
+    if let Some(crate::publish::RequestPublication::Published(outcome)) = outcome {
         push_to_ftp(app, &outcome.profile, &outcome.channel).await;
     }
 }
@@ -142,7 +143,7 @@ async fn publish_locally(
     request_id: i64,
     profile: &str,
     existing: Option<crate::publish::SnapshotId>,
-) -> Option<crate::publish::PublishOutcome> {
+) -> Option<crate::publish::RequestPublication> {
     let profile = match app.profile(profile) {
         Ok(p) => p,
         Err(err) => {
@@ -152,45 +153,52 @@ async fn publish_locally(
     };
     let app2 = app.clone();
     let started = std::time::Instant::now();
-    let published =
-        tokio::task::spawn_blocking(move || -> Result<crate::publish::PublishOutcome, String> {
-            let publisher = publisher(&app2);
-            let mut db = app2.store.connect().map_err(|e| e.to_string())?;
-            let now = crate::store::unix_now();
-            match existing {
-                Some(snapshot) => crate::publish::publish_snapshot_to(
-                    &publisher,
-                    &mut db,
-                    snapshot,
-                    crate::publish::TESTING,
-                    now,
-                ),
-                None => crate::publish::publish_request(
-                    &publisher,
-                    &mut db,
-                    &profile,
-                    request_id,
-                    &crate::publish::RequestSnapshotOptions {
-                        allow_incomplete: false,
-                        note: Some(format!("request {request_id}")),
-                    },
-                    now,
-                ),
-            }
-            .map_err(|e| e.to_string())
-        })
-        .await;
+    let published = tokio::task::spawn_blocking(move || -> Result<RequestPublication, String> {
+        let publisher = publisher(&app2);
+        let mut db = app2.store.connect().map_err(|e| e.to_string())?;
+        let now = crate::store::unix_now();
+        match existing {
+            Some(snapshot) => crate::publish::publish_snapshot_to(
+                &publisher,
+                &mut db,
+                snapshot,
+                crate::publish::TESTING,
+                now,
+            )
+            .map(RequestPublication::Published),
+            None => crate::publish::publish_request(
+                &publisher,
+                &mut db,
+                &profile,
+                request_id,
+                &crate::publish::RequestSnapshotOptions {
+                    allow_incomplete: false,
+                    note: Some(format!("request {request_id}")),
+                },
+                now,
+            ),
+        }
+        .map_err(|e| e.to_string())
+    })
+    .await;
     let ok = matches!(published, Ok(Ok(_)));
     app.metrics.observe_publish("local", ok, started.elapsed());
     match published {
-        Ok(Ok(outcome)) => {
-            tracing::info!(
-                "request {request_id}: snapshot {} published to {}/{}",
-                outcome.snapshot,
-                outcome.profile,
-                outcome.channel
-            );
-            Some(outcome)
+        Ok(Ok(publication)) => {
+            match &publication {
+                RequestPublication::Published(outcome) => tracing::info!(
+                    "request {request_id}: snapshot {} published to {}/{}",
+                    outcome.snapshot,
+                    outcome.profile,
+                    outcome.channel
+                ),
+                RequestPublication::Unchanged { profile, snapshot } => tracing::info!(
+                    "request {request_id}: nothing changed; {profile}/{} stays at snapshot \
+                     {snapshot}, no new snapshot",
+                    crate::publish::TESTING
+                ),
+            }
+            Some(publication)
         }
         Ok(Err(err)) => {
             tracing::error!("request {request_id}: publishing failed: {err}");

@@ -180,8 +180,21 @@ pub fn sync_channel(
     publish_tree(publisher, db, profile, channel, current.snapshot_id, now)
 }
 
+/// What publishing a finished request did.
+#[derive(Debug, Clone)]
+pub enum RequestPublication {
+    /// A new snapshot, now in `testing`.
+    Published(PublishOutcome),
+    /// The request's packages are exactly those of the snapshot `testing` points at:
+    /// no snapshot is made and nothing moves (recorded with the request).
+    Unchanged {
+        profile: String,
+        snapshot: SnapshotId,
+    },
+}
+
 /// What the coordinator calls when a request of `profile` finishes: the request's snapshot
-/// ([`super::snapshot_for_request`]), published to [`TESTING`].
+/// ([`super::snapshot_for_request_if_changed`]), published to [`TESTING`].
 pub fn publish_request(
     publisher: &Publisher,
     db: &mut Db,
@@ -189,7 +202,20 @@ pub fn publish_request(
     request_id: i64,
     options: &super::RequestSnapshotOptions,
     now: i64,
-) -> Result<PublishOutcome, PublishError> {
-    let snapshot = super::snapshot_for_request(publisher, db, profile, request_id, options, now)?;
-    publish_snapshot_to(publisher, db, snapshot, TESTING, now)
+) -> Result<RequestPublication, PublishError> {
+    let snapshot =
+        super::snapshot_for_request_if_changed(publisher, db, profile, request_id, options, now)?;
+    match snapshot {
+        super::RequestSnapshot::New(snapshot) => {
+            publish_snapshot_to(publisher, db, snapshot, TESTING, now)
+                .map(RequestPublication::Published)
+        }
+        super::RequestSnapshot::SameAsTesting(snapshot) => {
+            db.mark_request_unchanged(request_id, snapshot)?;
+            Ok(RequestPublication::Unchanged {
+                profile: profile.name.clone(),
+                snapshot,
+            })
+        }
+    }
 }

@@ -32,8 +32,8 @@ pub mod snapshot;
 use std::path::{Path, PathBuf};
 
 pub use channel::{
-    promote, publish_request, publish_snapshot_to, rollback, sync_channel, PublishOutcome, STABLE,
-    TESTING,
+    promote, publish_request, publish_snapshot_to, rollback, sync_channel, PublishOutcome,
+    RequestPublication, STABLE, TESTING,
 };
 pub use client::{client_config, ClientConfigOptions};
 pub use diff::{diff_snapshots, Change, ChangeKind, SnapshotDiff};
@@ -41,7 +41,8 @@ pub use gc::{run_gc, GcReport, RemoteCleaner, Retention};
 pub use local::{publish_tree, tree_dir, verify_tree, LinkMode, TreeReport};
 pub use resign::resign;
 pub use snapshot::{
-    create_snapshot, snapshot_for_request, RequestSnapshotOptions, SnapshotId, SnapshotOptions,
+    create_snapshot, snapshot_for_request, snapshot_for_request_if_changed, RequestSnapshot,
+    RequestSnapshotOptions, SnapshotId, SnapshotOptions,
 };
 
 use crate::store::Store;

@@ -307,6 +307,78 @@ pub fn snapshot_for_request(
     options: &RequestSnapshotOptions,
     now: i64,
 ) -> Result<SnapshotId, PublishError> {
+    let contents = request_contents(publisher, db, profile, request_id, options)?;
+    insert_described(
+        publisher,
+        db,
+        profile,
+        contents.packages,
+        &contents.options,
+        now,
+    )
+}
+
+/// What a finished request leads to: a new snapshot, or none because `testing` already
+/// holds exactly its packages (a nightly where nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestSnapshot {
+    New(SnapshotId),
+    /// The snapshot `testing` points at, which has the same files with the same bytes.
+    SameAsTesting(SnapshotId),
+}
+
+/// [`snapshot_for_request`], except that no snapshot is made when it would repeat the one
+/// `testing` points at: a new identical snapshot would change the index (clients fetch it
+/// again), take a retention place and make `rollback` a no-op.
+pub fn snapshot_for_request_if_changed(
+    publisher: &Publisher,
+    db: &mut Db,
+    profile: &Profile,
+    request_id: i64,
+    options: &RequestSnapshotOptions,
+    now: i64,
+) -> Result<RequestSnapshot, PublishError> {
+    let contents = request_contents(publisher, db, profile, request_id, options)?;
+    if let Some((testing, entries)) = &contents.testing {
+        let proposed: BTreeMap<&str, &str> = contents
+            .packages
+            .iter()
+            .map(|d| (d.entry.path.as_str(), d.entry.blob.as_str()))
+            .collect();
+        let current: BTreeMap<&str, &str> = entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.blob.as_str()))
+            .collect();
+        if proposed == current {
+            return Ok(RequestSnapshot::SameAsTesting(*testing));
+        }
+    }
+    insert_described(
+        publisher,
+        db,
+        profile,
+        contents.packages,
+        &contents.options,
+        now,
+    )
+    .map(RequestSnapshot::New)
+}
+
+/// The packages of a finished request's snapshot and how it is recorded.
+struct RequestContents {
+    packages: Vec<Described>,
+    options: SnapshotOptions,
+    /// The snapshot `testing` pointed at, and its entries.
+    testing: Option<(SnapshotId, Vec<SnapshotEntry>)>,
+}
+
+fn request_contents(
+    publisher: &Publisher,
+    db: &mut Db,
+    profile: &Profile,
+    request_id: i64,
+    options: &RequestSnapshotOptions,
+) -> Result<RequestContents, PublishError> {
     let request = db.request(request_id)?;
     if request.profile != profile.name {
         return Err(PublishError::RequestProfile {
@@ -397,17 +469,14 @@ pub fn snapshot_for_request(
         SnapshotOrigin::Manual => testing.as_ref().map(|c| c.snapshot_id),
         _ => None,
     };
-    insert_described(
-        publisher,
-        db,
-        profile,
-        chosen.into_values().collect(),
-        &SnapshotOptions {
+    Ok(RequestContents {
+        packages: chosen.into_values().collect(),
+        options: SnapshotOptions {
             origin,
             request_id: Some(request_id),
             based_on,
             note: options.note.clone(),
         },
-        now,
-    )
+        testing: testing.map(|c| (c.snapshot_id, base)),
+    })
 }

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "worker_load",
         sql: include_str!("migrations/2026-11-26-000003_worker_load.sql"),
     },
+    Migration {
+        version: "2026-11-26-000004",
+        name: "request_unchanged",
+        sql: include_str!("migrations/2026-11-26-000004_request_unchanged.sql"),
+    },
 ];
 
 /// The newest schema version this binary knows.

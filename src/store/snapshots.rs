@@ -544,7 +544,8 @@ impl Db {
     /// their profile has not moved since they finished. A move at or after the end (same
     /// second included) means something as new is published already; a request whose
     /// snapshot GC removed is one of those (its publish is in the history, which GC keeps),
-    /// so it is never published twice.
+    /// so it is never published twice. Requests found unchanged (same packages as the
+    /// snapshot `testing` pointed at) are settled.
     pub fn unpublished_requests(
         &self,
         channel: &str,
@@ -560,6 +561,7 @@ impl Db {
              FROM requests r LEFT JOIN last_move m ON m.profile = r.profile
              WHERE r.state = 'succeeded'
                AND (m.at IS NULL OR m.at < coalesce(r.finished_at, r.created_at))
+               AND r.unchanged_snapshot_id IS NULL
                AND NOT EXISTS (SELECT 1 FROM snapshots s
                                JOIN channel_history h ON h.snapshot_id = s.id
                                WHERE s.request_id = r.id)
@@ -574,6 +576,22 @@ impl Db {
                 })
             },
         )
+    }
+
+    /// Records that request `request_id` made no snapshot because its packages are those
+    /// of snapshot `snapshot_id` (see [`Db::unpublished_requests`]).
+    pub fn mark_request_unchanged(
+        &mut self,
+        request_id: i64,
+        snapshot_id: i64,
+    ) -> Result<(), StoreError> {
+        self.publish_write("record an unchanged request", |tx| {
+            tx.execute(
+                "UPDATE requests SET unchanged_snapshot_id = ?2 WHERE id = ?1",
+                params![request_id, snapshot_id],
+            )
+            .map(drop)
+        })
     }
 
     /// A BUILD_ID never used for this profile and CPV: above the last one handed out to a
