@@ -171,24 +171,25 @@ for id in $requests; do
 done
 
 say "waiting for the snapshots in testing, then promoting testing -> stable"
-# Prints the snapshot id `testing` points at if it was made by one of the requests.
-testing_snapshot_of() {
-    "$BIN" snapshots list --profile "$1" --json | "$PY" -c '
+# Prints "PROFILE SNAPSHOT" once request $1 is published (a nightly that changed nothing
+# names the snapshot testing already had).
+published_snapshot() {
+    curl -sf "$URL/api/v1/requests/$1" | "$PY" -c '
 import json, sys
-wanted = {int(x) for x in sys.argv[1:]}
-for s in json.load(sys.stdin):
-    if "testing" in s["channels"] and s["request_id"] in wanted:
-        print(s["id"])' $requests
+r = json.load(sys.stdin)
+if r.get("published"):
+    print(r["profile"], r["published"]["snapshot_id"])'
 }
-for p in "${PROFILES[@]}"; do
-    snapshot=""
+for id in $requests; do
+    published=""
     for _ in $(seq 1 300); do
-        snapshot=$(testing_snapshot_of "$p")
-        [ -n "$snapshot" ] && break
+        published=$(published_snapshot "$id")
+        [ -n "$published" ] && break
         sleep 0.5
     done
-    [ -n "$snapshot" ] || die "no snapshot of $p reached testing (see $QS/serve.log)"
-    "$BIN" promote --profile "$p" --snapshot "$snapshot" --to stable
+    [ -n "$published" ] || die "request $id was not published to testing (see $QS/serve.log)"
+    read -r profile snapshot <<<"$published"
+    "$BIN" promote --profile "$profile" --snapshot "$snapshot" --to stable
 done
 "$BIN" snapshots list
 

@@ -116,6 +116,11 @@ fn snapshots_channels_and_trees() {
     let o = promote(&farm.publisher, &mut farm.db, PROFILE, Some(a), STABLE, T).unwrap();
     assert_eq!((o.previous, o.snapshot), (Some(b), a));
     assert!(o.tree.index_timestamp > ts1, "TIMESTAMP must increase");
+    // Promoting A again is no move: one rollback still goes back to B.
+    let history = farm.db.all_channel_history().unwrap().len();
+    let o = promote(&farm.publisher, &mut farm.db, PROFILE, Some(a), STABLE, T).unwrap();
+    assert_eq!((o.previous, o.snapshot), (Some(a), a));
+    assert_eq!(farm.db.all_channel_history().unwrap().len(), history);
     assert_eq!(verify_tree(&stable).unwrap().1, snapshot_paths(&farm.db, a));
     // B's files stay until GC (clients may hold B's index) and are recorded as such.
     assert!(stable.join(GREETER).is_file());

@@ -343,6 +343,22 @@ impl<'a> Worker<'a> {
             .farm
             .ok("GET", &format!("/api/v1/requests/{request}"), None, None);
         assert_eq!(r["state"], "succeeded", "{r:#}\n{}", self.farm.serve_log());
+        // Publishing follows the request's end.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self
+                .farm
+                .ok("GET", &format!("/api/v1/requests/{request}"), None, None);
+            if r["published"]["snapshot_id"].is_i64() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request {request} not published: {r:#}\n{}",
+                self.farm.serve_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -734,7 +750,18 @@ fn status_pages_in_a_real_browser() {
         failing.contains(&format!("href=\"/steps/{step4}/log\"")),
         "{failing}"
     );
-    let notified = std::fs::read_to_string(tmp.path().join("notified.json")).expect("notification");
+    // Notifications go out in the background once the request has ended.
+    let notified_path = tmp.path().join("notified.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let notified = loop {
+        match std::fs::read_to_string(&notified_path) {
+            Ok(text) if serde_json::from_str::<Value>(&text).is_ok() => break text,
+            _ => {
+                assert!(std::time::Instant::now() < deadline, "no notification");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
     let notified: Value = serde_json::from_str(&notified).expect("notification JSON");
     assert_eq!(notified["request_id"], r4, "{notified:#}");
     assert_eq!(

@@ -109,11 +109,28 @@ pub struct RetentionConfig {
     pub grace_hours: u32,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
+    /// Shell command run with the request summary (JSON) on stdin.
     pub command: Option<String>,
+    /// The command is killed after this long.
+    pub command_timeout_seconds: u64,
+    /// URL the request summary is POSTed to.
     pub webhook: Option<String>,
+    /// Tries per notification (the webhook answering other than 2xx, or not at all).
+    pub webhook_attempts: u32,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            command: None,
+            command_timeout_seconds: 60,
+            webhook: None,
+            webhook_attempts: 3,
+        }
+    }
 }
 
 impl Default for FarmConfig {

@@ -21,10 +21,22 @@ pub struct RequestSummary {
     pub built: usize,
     pub cached: usize,
     pub failed: Vec<FailedStep>,
+    /// Where a succeeded request's packages went (None: failed, cancelled, or publishing
+    /// failed; the coordinator log says why).
+    pub published: Option<PublishedSnapshot>,
     /// The request's web page.
     pub url: String,
     /// The request as JSON (admin API).
     pub api_url: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PublishedSnapshot {
+    pub snapshot_id: i64,
+    pub channel: String,
+    /// True when the request changed nothing: the channel already pointed at a snapshot
+    /// with exactly its packages, and no new snapshot was made.
+    pub unchanged: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,6 +70,15 @@ pub async fn after_step_change(app: &Arc<Coordinator>, request_id: i64) {
     if !first_time {
         return;
     }
+    // Publishing (FTP pushes included) and notifying take a while: the worker call or
+    // admin call that ended the request must not wait for them.
+    tokio::spawn(finish_request(app.clone(), request));
+}
+
+/// Publishes a finished request (when it succeeded), then sends its notifications.
+async fn finish_request(app: Arc<Coordinator>, request: crate::store::RequestRow) {
+    let app = &app;
+    let request_id = request.id;
     let steps = match app.with_db(move |db| db.request_steps(request_id)).await {
         Ok(steps) => steps,
         Err(err) => {
@@ -66,7 +87,7 @@ pub async fn after_step_change(app: &Arc<Coordinator>, request_id: i64) {
         }
     };
     let base = app.config.public_url();
-    let summary = RequestSummary {
+    let mut summary = RequestSummary {
         request_id,
         profile: request.profile.clone(),
         kind: request.kind.to_string(),
@@ -94,6 +115,7 @@ pub async fn after_step_change(app: &Arc<Coordinator>, request_id: i64) {
                 log_text_url: format!("{base}/api/v1/steps/{}/log", s.id),
             })
             .collect(),
+        published: None,
         url: format!("{base}{}", crate::web::request_url(request_id)),
         api_url: format!("{base}/api/v1/requests/{request_id}"),
     };
@@ -108,21 +130,36 @@ pub async fn after_step_change(app: &Arc<Coordinator>, request_id: i64) {
         summary.failed.len()
     );
     if request.state == RequestState::Succeeded {
-        publish(app, &request).await;
+        summary.published = publish(app, &request).await;
     }
-    notify(app, &summary).await;
+    super::notify::notify(&app.config.notify, &summary).await;
 }
 
 /// A succeeded request becomes a snapshot published to `testing`: the local mirror tree
 /// first, then every FTP target (blobs first, index last on each).
-async fn publish(app: &Arc<Coordinator>, request: &crate::store::RequestRow) {
-    let outcome = {
+async fn publish(
+    app: &Arc<Coordinator>,
+    request: &crate::store::RequestRow,
+) -> Option<PublishedSnapshot> {
+    let publication = {
         let _publishing = app.publishing.lock().await;
         publish_locally(app, request.id, &request.profile, None).await
-    };
-    if let Some(crate::publish::RequestPublication::Published(outcome)) = outcome {
-        push_to_ftp(app, &outcome.profile, &outcome.channel).await;
-    }
+    }?;
+    Some(match publication {
+        RequestPublication::Published(outcome) => {
+            push_to_ftp(app, &outcome.profile, &outcome.channel).await;
+            PublishedSnapshot {
+                snapshot_id: outcome.snapshot,
+                channel: outcome.channel,
+                unchanged: false,
+            }
+        }
+        RequestPublication::Unchanged { snapshot, .. } => PublishedSnapshot {
+            snapshot_id: snapshot,
+            channel: crate::publish::TESTING.to_string(),
+            unchanged: true,
+        },
+    })
 }
 
 /// The publishing settings of farm.toml, for the coordinator's store.
@@ -358,65 +395,5 @@ async fn resync_local_trees(app: &Arc<Coordinator>) {
         Ok(Ok(_)) => {}
         Ok(Err(err)) => tracing::error!("startup: publishing channel trees again: {err}"),
         Err(err) => tracing::error!("startup: channel tree task: {err}"),
-    }
-}
-
-async fn notify(app: &Arc<Coordinator>, summary: &RequestSummary) {
-    let Ok(json) = serde_json::to_string_pretty(summary) else {
-        return;
-    };
-    if let Some(command) = &app.config.notify.command {
-        let command = command.clone();
-        let json = json.clone();
-        let (id, state) = (summary.request_id.to_string(), summary.state.clone());
-        let outcome =
-            tokio::task::spawn_blocking(move || run_notify_command(&command, &json, &id, &state))
-                .await;
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!("notify command: {err}"),
-            Err(err) => tracing::warn!("notify command: {err}"),
-        }
-    }
-    if let Some(url) = &app.config.notify.webhook {
-        let client = reqwest::Client::new();
-        let sent = client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(json)
-            .timeout(std::time::Duration::from_secs(10))
-            .send()
-            .await;
-        match sent {
-            Ok(resp) if resp.status().is_success() => {}
-            Ok(resp) => tracing::warn!("webhook {url}: HTTP {}", resp.status()),
-            Err(err) => tracing::warn!("webhook {url}: {err}"),
-        }
-    }
-}
-
-fn run_notify_command(
-    command: &str,
-    json: &str,
-    request_id: &str,
-    state: &str,
-) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .env("BINFARM_REQUEST_ID", request_id)
-        .env("BINFARM_REQUEST_STATE", state)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{command}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(json.as_bytes());
-    }
-    let status = child.wait().map_err(|e| format!("{command}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{command}: {status}"))
     }
 }

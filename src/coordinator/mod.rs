@@ -7,6 +7,7 @@
 pub mod config;
 mod error;
 mod finish;
+mod notify;
 mod planning;
 pub mod protocol;
 mod routes_admin;

@@ -108,17 +108,19 @@ async fn show_request(
     State(app): State<App>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let (request, steps) = app
+    let (request, steps, published) = app
         .with_db(move |db| {
             let mut steps = Vec::new();
             for step in db.request_steps(id)? {
                 let attempts = db.step_attempts(step.id)?;
                 steps.push((step, attempts));
             }
-            Ok((db.request(id)?, steps))
+            Ok((db.request(id)?, steps, db.request_published(id)?))
         })
         .await?;
     let mut out = request_json(&request);
+    // Publishing follows the request's end: null until the snapshot is in `testing`.
+    out["published"] = json!(published);
     out["steps"] = Value::Array(
         steps
             .iter()

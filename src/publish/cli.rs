@@ -184,16 +184,16 @@ pub struct ClientConfigArgs {
 }
 
 fn outcome_text(verb: &str, o: &PublishOutcome) -> String {
-    let from = match o.previous {
-        Some(p) => format!("snapshot {p}"),
-        None => "nothing".into(),
+    let moved = match o.previous {
+        Some(p) if p == o.snapshot => format!("already points at snapshot {p}"),
+        Some(p) => format!("now points at snapshot {} (was snapshot {p})", o.snapshot),
+        None => format!("now points at snapshot {} (was nothing)", o.snapshot),
     };
     format!(
-        "{verb}: {}/{} now points at snapshot {} (was {from})\n\
+        "{verb}: {}/{} {moved}\n\
          published {}: {} packages ({} linked, {} copied, {} already there), index TIMESTAMP {}\n",
         o.profile,
         o.channel,
-        o.snapshot,
         o.tree.tree.display(),
         o.tree.packages,
         o.tree.linked,

@@ -33,8 +33,8 @@ pub use db::{
 pub use farm_binpkgs::{binhost_path, RequestPackage, StepAttempt, StoredBinpkg};
 pub use gauges::FarmGauges;
 pub use snapshots::{
-    BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot, Rollback,
-    SnapshotEntry, SnapshotOrigin, SnapshotRow, UnpublishedRequest,
+    BlobRow, ChannelAction, ChannelHistoryRow, ChannelRow, MirrorTreeRow, NewSnapshot,
+    RequestPublished, Rollback, SnapshotEntry, SnapshotOrigin, SnapshotRow, UnpublishedRequest,
 };
 pub use status::StateCounts;
 

@@ -171,6 +171,15 @@ pub struct UnpublishedRequest {
     pub snapshot_id: Option<i64>,
 }
 
+/// Where a succeeded request's packages were published. See [`Db::request_published`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RequestPublished {
+    /// The request's snapshot, or (unchanged) the snapshot that already had its packages.
+    pub snapshot_id: i64,
+    /// No snapshot was made: `testing` already held exactly the request's packages.
+    pub unchanged: bool,
+}
+
 /// A stored blob, as the blobs table has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRow {
@@ -444,6 +453,11 @@ impl Db {
                     |row| row.get(0),
                 )
                 .optional()?;
+            // Pointing a channel where it points already is not a move: no history row
+            // (else a rollback would "go back" to the same snapshot).
+            if previous == Some(snapshot_id) {
+                return Ok(previous);
+            }
             tx.execute(
                 "INSERT INTO channels (profile, name, snapshot_id, updated_at)
                  VALUES (?1, ?2, ?3, ?4)
@@ -576,6 +590,35 @@ impl Db {
                 })
             },
         )
+    }
+
+    /// Where request `request_id` was published: its newest snapshot a channel pointed at,
+    /// or the snapshot it was found equal to. None: not (yet) published.
+    pub fn request_published(
+        &self,
+        request_id: i64,
+    ) -> Result<Option<RequestPublished>, StoreError> {
+        let rows = self.query_list(
+            "find where a request was published",
+            "SELECT (SELECT max(s.id) FROM snapshots s
+                     JOIN channel_history h ON h.snapshot_id = s.id
+                     WHERE s.request_id = r.id),
+                    r.unchanged_snapshot_id
+             FROM requests r WHERE r.id = ?1",
+            [request_id],
+            |row| Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)),
+        )?;
+        Ok(match rows.first() {
+            Some((Some(snapshot_id), _)) => Some(RequestPublished {
+                snapshot_id: *snapshot_id,
+                unchanged: false,
+            }),
+            Some((None, Some(snapshot_id))) => Some(RequestPublished {
+                snapshot_id: *snapshot_id,
+                unchanged: true,
+            }),
+            _ => None,
+        })
     }
 
     /// Records that request `request_id` made no snapshot because its packages are those
