@@ -297,7 +297,7 @@ impl Agent {
             job.profile,
             job.targets
         );
-        let (_stop, _revoked) = self.start_heartbeat(Vec::new(), vec![job.plan_lease.clone()]);
+        let (_stop, revoked) = self.start_heartbeat(Vec::new(), vec![job.plan_lease.clone()]);
         let result = match self.build_root(&job.profile) {
             Ok(root) => {
                 let targets = job.targets.clone();
@@ -312,6 +312,16 @@ impl Agent {
             }
             Err(err) => Err(err),
         };
+        // Planning is one emerge --pretend (seconds): it is let run, but a request
+        // cancelled meanwhile gets no answer.
+        if revoked.load(Ordering::SeqCst) {
+            tracing::info!(
+                "request {}: plan lease {} revoked while planning; result dropped",
+                job.request_id,
+                job.plan_lease
+            );
+            return Ok(());
+        }
         let body = match result {
             Ok(plan) => PlanResult::Planned {
                 merge_list: serde_json::to_value(&plan)
