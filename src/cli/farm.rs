@@ -225,6 +225,14 @@ pub fn status(client: &AdminClient, request: Option<i64>, json: bool) -> Result<
         if let Some(error) = r["error"].as_str() {
             println!("  error: {error}");
         }
+        match r["published"]["snapshot_id"].as_i64() {
+            Some(id) if r["published"]["unchanged"] == true => {
+                println!("  published: nothing changed, testing stays at snapshot {id}")
+            }
+            Some(id) => println!("  published: snapshot {id} (to testing)"),
+            None if r["state"] == "succeeded" => println!("  published: not yet"),
+            None => {}
+        }
         for s in r["steps"].as_array().into_iter().flatten() {
             println!(
                 "  step {:>5}  {:<10} {:<40} {}",
