@@ -195,6 +195,8 @@ fn coordinator_metrics_parse_and_count_what_happened() {
     farm.complete(&step, 1500, Some(vec![stored]));
     let r = farm.request(request_id);
     assert_eq!(r["state"], "succeeded", "{r:#}");
+    let published = farm.wait_published(request_id);
+    assert_eq!(published["unchanged"], false, "{published}");
 
     // The mirror: the published index (200), the same again with its ETag (304), HEAD,
     // and a missing file (404).

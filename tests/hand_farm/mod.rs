@@ -298,6 +298,24 @@ impl HandFarm {
         assert_eq!(status, 200, "{done}");
     }
 
+    /// Waits until request `id` is published (publishing follows the request's end, in
+    /// the background); returns its `published` field.
+    pub fn wait_published(&self, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.request(id);
+            if !r["published"].is_null() {
+                return r["published"].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "request {id} not published: {r:#}\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn request(&self, id: i64) -> Value {
         self.http
             .json(
