@@ -325,7 +325,7 @@ pub struct RequestData {
     request: RequestRow,
     steps: Vec<(StepRow, Vec<StepAttempt>, bool)>,
     counts: StateCounts,
-    snapshot: Option<i64>,
+    snapshot: Option<crate::store::RequestPublished>,
 }
 
 impl RequestData {
@@ -342,12 +342,7 @@ impl RequestData {
             let has_log = step.log_blob.is_some() || log_path(step.id).exists();
             steps.push((step, attempts, has_log));
         }
-        let snapshot = db
-            .list_snapshots(Some(&request.profile))?
-            .iter()
-            .rev()
-            .find(|s| s.request_id == Some(id))
-            .map(|s| s.id);
+        let snapshot = db.request_published(id)?;
         Ok(RequestData {
             request,
             steps,
@@ -386,6 +381,8 @@ struct RequestView {
 #[derive(Serialize)]
 struct SnapshotLink {
     id: i64,
+    /// Nothing changed: no snapshot was made, `testing` kept this one.
+    unchanged: bool,
     diff_url: String,
 }
 
@@ -472,9 +469,10 @@ pub fn request(data: &RequestData, now: i64) -> RequestPage {
         },
         progress: progress(&data.counts),
         planning: r.state == RequestState::Planning,
-        snapshot: data.snapshot.map(|id| SnapshotLink {
-            id,
-            diff_url: snapshot_diff_url(&r.profile, None, id),
+        snapshot: data.snapshot.map(|p| SnapshotLink {
+            id: p.snapshot_id,
+            unchanged: p.unchanged,
+            diff_url: snapshot_diff_url(&r.profile, None, p.snapshot_id),
         }),
         failing,
         steps,
