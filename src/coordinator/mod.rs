@@ -384,6 +384,8 @@ pub fn router(coordinator: Arc<Coordinator>) -> Result<Router, CoordinatorError>
 
 /// `binfarm serve`: runs until SIGINT/SIGTERM.
 pub async fn serve(config: FarmConfig) -> Result<(), CoordinatorError> {
+    // reqwest is built without a default TLS provider: webhooks over https need one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let listen = config.server.listen;
     let coordinator = Coordinator::open(config)?;
     let app = router(coordinator.clone())?;

@@ -129,6 +129,11 @@ pub struct LeasedStep {
 
 impl HandFarm {
     pub fn start(dir: &Path) -> HandFarm {
+        HandFarm::start_with(dir, "")
+    }
+
+    /// Starts the farm with `extra` appended to its farm.toml (more sections).
+    pub fn start_with(dir: &Path, extra: &str) -> HandFarm {
         let port = free_port();
         let config = dir.join("farm.toml");
         std::fs::write(
@@ -136,7 +141,7 @@ impl HandFarm {
             format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n[state]\ndir = \"state\"\n\
                  [profiles]\ndir = \"{}\"\n[signing]\nkey_file = \"state/signing-key.asc\"\n\
-                 [mirror]\nroot = \"mirror\"\n",
+                 [mirror]\nroot = \"mirror\"\n{extra}",
                 common::crate_root().join("profiles").display()
             ),
         )
