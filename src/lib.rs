@@ -18,5 +18,6 @@ pub mod publish;
 pub mod rollout;
 pub mod sign;
 pub mod store;
+pub mod utc;
 pub mod web;
 pub mod worker;

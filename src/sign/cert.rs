@@ -85,18 +85,7 @@ pub(crate) fn now_unix() -> u32 {
 
 /// `YYYY-MM-DD` (UTC) for a Unix time, for messages.
 pub(crate) fn utc_date(unix: u32) -> String {
-    // Days-to-civil conversion (proleptic Gregorian), after Howard Hinnant's algorithm.
-    let days = i64::from(unix / 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    crate::utc::UtcTime::from_unix(i64::from(unix)).date()
 }
 
 fn signature_time(sig: &Signature) -> u32 {
