@@ -695,18 +695,7 @@ impl Db {
     /// orphaned leases still expire.
     pub fn mark_worker_seen(&mut self, worker_id: i64, now: i64) -> Result<(), StoreError> {
         self.write("mark worker seen", |tx, _| {
-            let changed = tx
-                .execute(
-                    "UPDATE workers SET last_heartbeat = ?1 WHERE id = ?2",
-                    params![now, worker_id],
-                )
-                .map_err(sql_err(tx, "mark worker seen"))?;
-            if changed == 0 {
-                return Err(StoreError::NoSuchWorker {
-                    what: format!("with id {worker_id}"),
-                });
-            }
-            Ok(())
+            touch_worker(tx, worker_id, now, "mark worker seen")
         })
     }
 
@@ -719,17 +708,7 @@ impl Db {
         now: i64,
     ) -> Result<HeartbeatReply, StoreError> {
         self.write("heartbeat", |tx, policy| {
-            let changed = tx
-                .execute(
-                    "UPDATE workers SET last_heartbeat = ?1 WHERE id = ?2",
-                    params![now, worker_id],
-                )
-                .map_err(sql_err(tx, "heartbeat"))?;
-            if changed == 0 {
-                return Err(StoreError::NoSuchWorker {
-                    what: format!("with id {worker_id}"),
-                });
-            }
+            touch_worker(tx, worker_id, now, "heartbeat")?;
             exec(
                 tx,
                 "UPDATE steps SET lease_expires_at = ?1
@@ -1689,6 +1668,27 @@ fn block_dependents(tx: &Connection, step_id: i64, failed_cpv: &str) -> Result<(
 
 /// A running request with no step left to do is finished: succeeded when every step
 /// succeeded or was cached, failed otherwise.
+/// Sets a worker's `last_heartbeat`; an unknown worker id is an error.
+fn touch_worker(
+    tx: &Connection,
+    worker_id: i64,
+    now: i64,
+    op: &'static str,
+) -> Result<(), StoreError> {
+    let changed = tx
+        .execute(
+            "UPDATE workers SET last_heartbeat = ?1 WHERE id = ?2",
+            params![now, worker_id],
+        )
+        .map_err(sql_err(tx, op))?;
+    if changed == 0 {
+        return Err(StoreError::NoSuchWorker {
+            what: format!("with id {worker_id}"),
+        });
+    }
+    Ok(())
+}
+
 fn finish_request_if_done(tx: &Connection, request_id: i64, now: i64) -> Result<(), StoreError> {
     // Index seeks only: this runs after every completion.
     let (unfinished, bad): (bool, bool) = tx
