@@ -91,12 +91,30 @@ retries = 1
 backoff_initial_ms = 50
 connect_timeout_secs = 3
 io_timeout_secs = 20
+[notify]
+command = "cat >> '{notified}'; echo >> '{notified}'"
 "#,
                 port = self.port,
-                profiles = common::crate_root().join("profiles").display()
+                profiles = common::crate_root().join("profiles").display(),
+                notified = self.notified().display(),
             ),
         )
         .unwrap();
+    }
+
+    /// Where the notify command appends each notification (one JSON document each).
+    fn notified(&self) -> PathBuf {
+        self.dir.join("notified.jsonl")
+    }
+
+    /// The notifications of request `id` so far.
+    fn notifications_of(&self, id: i64) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.notified()).unwrap_or_default();
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .map_while(Result::ok)
+            .filter(|n| n["request_id"] == id)
+            .collect()
     }
 
     fn binfarm(&self, args: &[&str]) -> String {
@@ -325,6 +343,11 @@ fn a_restarted_coordinator_publishes_what_the_killed_one_did_not() {
         farm.serve_log()
             .contains(&format!("request {r2}: publishing failed"))
     });
+    // Its notification says it was not published.
+    farm.wait_for("R2's notification", Duration::from_secs(30), || {
+        !farm.notifications_of(r2).is_empty()
+    });
+    assert_eq!(farm.notifications_of(r2)[0]["published"], Value::Null);
     drop(worker);
     drop(coordinator);
     let before = farm.snapshots();
@@ -361,6 +384,13 @@ fn a_restarted_coordinator_publishes_what_the_killed_one_did_not() {
         )),
         "{log}"
     );
+    // A second notification, now that R2 is published.
+    farm.wait_for("R2's second notification", Duration::from_secs(30), || {
+        farm.notifications_of(r2).len() == 2
+    });
+    let published = &farm.notifications_of(r2)[1]["published"];
+    assert_eq!(published["channel"], TESTING, "{published}");
+    assert_eq!(published["unchanged"], false, "{published}");
     let index = farm.served_testing_index();
     assert!(index.contains("CPV: app-misc/greeter-1.0"), "{index}");
     assert!(index.contains("CPV: dev-libs/libhello-1.0"), "{index}");
@@ -369,6 +399,7 @@ fn a_restarted_coordinator_publishes_what_the_killed_one_did_not() {
     let of_r2: Vec<_> = after.iter().filter(|s| s.1 == Some(r2)).collect();
     assert_eq!(of_r2.len(), 1, "{after:?}");
     assert_eq!(of_r2[0].2, [TESTING], "{after:?}");
+    assert_eq!(published["snapshot_id"], of_r2[0].0, "{after:?}");
     // The FTP mirror shows exactly the local tree's index, and has its packages.
     let ftp_tree = ftp.pub_dir().join(PROFILE).join(TESTING);
     assert_eq!(

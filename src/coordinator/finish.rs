@@ -78,16 +78,41 @@ pub async fn after_step_change(app: &Arc<Coordinator>, request_id: i64) {
 /// Publishes a finished request (when it succeeded), then sends its notifications.
 async fn finish_request(app: Arc<Coordinator>, request: crate::store::RequestRow) {
     let app = &app;
+    let Some(mut summary) = summarize(app, &request).await else {
+        return;
+    };
+    tracing::info!(
+        "request {} ({} {}) {}: {} steps, {} built, {} cached, {} failed or blocked",
+        request.id,
+        summary.kind,
+        summary.profile,
+        summary.state,
+        summary.steps,
+        summary.built,
+        summary.cached,
+        summary.failed.len()
+    );
+    if request.state == RequestState::Succeeded {
+        summary.published = publish(app, &request).await;
+    }
+    super::notify::notify(&app.config.notify, &summary).await;
+}
+
+/// What notifications say of a finished request (not yet where it was published).
+async fn summarize(
+    app: &Arc<Coordinator>,
+    request: &crate::store::RequestRow,
+) -> Option<RequestSummary> {
     let request_id = request.id;
     let steps = match app.with_db(move |db| db.request_steps(request_id)).await {
         Ok(steps) => steps,
         Err(err) => {
             tracing::error!("request {request_id}: reading steps: {err}");
-            return;
+            return None;
         }
     };
     let base = app.config.public_url();
-    let mut summary = RequestSummary {
+    Some(RequestSummary {
         request_id,
         profile: request.profile.clone(),
         kind: request.kind.to_string(),
@@ -118,21 +143,7 @@ async fn finish_request(app: Arc<Coordinator>, request: crate::store::RequestRow
         published: None,
         url: format!("{base}{}", crate::web::request_url(request_id)),
         api_url: format!("{base}/api/v1/requests/{request_id}"),
-    };
-    tracing::info!(
-        "request {request_id} ({} {}) {}: {} steps, {} built, {} cached, {} failed or blocked",
-        summary.kind,
-        summary.profile,
-        summary.state,
-        summary.steps,
-        summary.built,
-        summary.cached,
-        summary.failed.len()
-    );
-    if request.state == RequestState::Succeeded {
-        summary.published = publish(app, &request).await;
-    }
-    super::notify::notify(&app.config.notify, &summary).await;
+    })
 }
 
 /// A succeeded request becomes a snapshot published to `testing`: the local mirror tree
@@ -145,21 +156,27 @@ async fn publish(
         let _publishing = app.publishing.lock().await;
         publish_locally(app, request.id, &request.profile, None).await
     }?;
-    Some(match publication {
-        RequestPublication::Published(outcome) => {
-            push_to_ftp(app, &outcome.profile, &outcome.channel).await;
-            PublishedSnapshot {
+    if let RequestPublication::Published(outcome) = &publication {
+        push_to_ftp(app, &outcome.profile, &outcome.channel).await;
+    }
+    Some(PublishedSnapshot::of(publication))
+}
+
+impl PublishedSnapshot {
+    fn of(publication: RequestPublication) -> PublishedSnapshot {
+        match publication {
+            RequestPublication::Published(outcome) => PublishedSnapshot {
                 snapshot_id: outcome.snapshot,
                 channel: outcome.channel,
                 unchanged: false,
-            }
+            },
+            RequestPublication::Unchanged { snapshot, .. } => PublishedSnapshot {
+                snapshot_id: snapshot,
+                channel: crate::publish::TESTING.to_string(),
+                unchanged: true,
+            },
         }
-        RequestPublication::Unchanged { snapshot, .. } => PublishedSnapshot {
-            snapshot_id: snapshot,
-            channel: crate::publish::TESTING.to_string(),
-            unchanged: true,
-        },
-    })
+    }
 }
 
 /// The publishing settings of farm.toml, for the coordinator's store.
@@ -295,6 +312,7 @@ async fn push_to_ftp(app: &Arc<Coordinator>, profile: &str, channel: &str) {
 /// 3. every channel tree goes to the FTP targets (killed before, or a server was down):
 ///    only what a server lacks is uploaded.
 pub async fn recover_publishing(app: Arc<Coordinator>) {
+    let mut recovered = Vec::new();
     let channels = {
         let _publishing = app.publishing.lock().await;
         resync_local_trees(&app).await;
@@ -330,13 +348,16 @@ pub async fn recover_publishing(app: Arc<Coordinator>) {
                     None => String::new(),
                 }
             );
-            publish_locally(
+            let publication = publish_locally(
                 &app,
                 request.request_id,
                 &request.profile,
                 request.snapshot_id,
             )
             .await;
+            if let Some(publication) = publication {
+                recovered.push((request.request_id, PublishedSnapshot::of(publication)));
+            }
         }
         app.with_db(|db| db.list_channels(None))
             .await
@@ -349,6 +370,16 @@ pub async fn recover_publishing(app: Arc<Coordinator>) {
         push_to_ftp(&app, &channel.profile, &channel.name).await;
     }
     tracing::info!("startup: publishing recovered");
+    // Their notifications were due after the publish that did not happen.
+    for (request_id, published) in recovered {
+        let Ok(request) = app.with_db(move |db| db.request(request_id)).await else {
+            continue;
+        };
+        if let Some(mut summary) = summarize(&app, &request).await {
+            summary.published = Some(published);
+            super::notify::notify(&app.config.notify, &summary).await;
+        }
+    }
 }
 
 /// Publishes again every channel tree whose last recorded publish is not of the snapshot
