@@ -740,7 +740,15 @@ fn status_pages_in_a_real_browser() {
 
     // The failing request lists the failing package with a link to its log page; the
     // notification links to the same pages.
+    // A succeeded request says which snapshot it was published as.
+    let dom = page(&format!("/requests/{r3}"));
+    assert_eq!(
+        text_of(&dom, "published"),
+        format!("as snapshot #3 of {PROFILE} ("),
+        "{dom}"
+    );
     let dom = page(&format!("/requests/{r4}"));
+    assert!(!dom.contains("id=\"published\""), "{dom}");
     assert_eq!(text_of(&dom, "request-state"), "failed", "{dom}");
     let failing = &dom[dom.find("id=\"failing\"").expect("failing section")..];
     let failing = &failing[..failing.find("</section>").expect("section end")];
