@@ -83,7 +83,6 @@ else
 fi
 [ -x "$BIN" ] || die "$BIN is not an executable"
 export BINFARM_VENV=$ROOT_DIR/.venv
-PY=$BINFARM_VENV/bin/python
 
 if curl -s -o /dev/null --max-time 2 "$URL/health"; then
     die "something already listens on $URL (a running binfarm serve?): stop it first"
@@ -139,57 +138,14 @@ echo "workers quickstart-1 and quickstart-2 started (logs $QS/worker-*.log)"
 say "nightly for ${PROFILES[*]} (real emerge builds on the two workers)"
 nightly_args=()
 for p in "${PROFILES[@]}"; do nightly_args+=(--profile "$p"); done
-requests=$("$BIN" nightly "${nightly_args[@]}" | awk '/^request/ {print $2}')
-[ -n "$requests" ] || die "binfarm nightly started no request"
+# --wait follows the requests until they are built and published to testing (a rerun
+# where nothing changed keeps testing's snapshot) and fails naming any failing package.
+timeout "$BUILD_TIMEOUT" "$BIN" nightly "${nightly_args[@]}" --wait ||
+    die "the nightly did not succeed within ${BUILD_TIMEOUT}s (see $URL/ and $QS/serve.log)"
 
-# Prints "STATE DONE TOTAL" for a request.
-request_progress() {
-    curl -sf "$URL/api/v1/requests/$1" | "$PY" -c '
-import json, sys
-r = json.load(sys.stdin)
-steps = r.get("steps") or []
-done = sum(1 for s in steps if s["state"] in ("succeeded", "cached", "failed", "blocked", "cancelled"))
-print(r["state"], done, len(steps))'
-}
-deadline=$((SECONDS + BUILD_TIMEOUT))
-for id in $requests; do
-    last=""
-    while :; do
-        read -r state done total < <(request_progress "$id")
-        line="request $id: $state, $done/$total steps finished"
-        [ "$line" != "$last" ] && echo "$line" && last=$line
-        case "$state" in
-        succeeded) break ;;
-        failed | cancelled)
-            "$BIN" status --request "$id" >&2 || true
-            die "request $id $state (see $URL/requests/$id)"
-            ;;
-        esac
-        [ $SECONDS -lt $deadline ] || die "request $id still $state after ${BUILD_TIMEOUT}s"
-        sleep 2
-    done
-done
-
-say "waiting for the snapshots in testing, then promoting testing -> stable"
-# Prints "PROFILE SNAPSHOT" once request $1 is published (a nightly that changed nothing
-# names the snapshot testing already had).
-published_snapshot() {
-    curl -sf "$URL/api/v1/requests/$1" | "$PY" -c '
-import json, sys
-r = json.load(sys.stdin)
-if r.get("published"):
-    print(r["profile"], r["published"]["snapshot_id"])'
-}
-for id in $requests; do
-    published=""
-    for _ in $(seq 1 300); do
-        published=$(published_snapshot "$id")
-        [ -n "$published" ] && break
-        sleep 0.5
-    done
-    [ -n "$published" ] || die "request $id was not published to testing (see $QS/serve.log)"
-    read -r profile snapshot <<<"$published"
-    "$BIN" promote --profile "$profile" --snapshot "$snapshot" --to stable
+say "promoting testing -> stable"
+for p in "${PROFILES[@]}"; do
+    "$BIN" promote --profile "$p" --to stable
 done
 "$BIN" snapshots list
 

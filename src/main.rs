@@ -110,6 +110,10 @@ enum Command {
     Nightly {
         #[arg(long = "profile")]
         profiles: Vec<String>,
+        /// Follow the requests until they end and are published; exit status 1 when one
+        /// did not succeed.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -118,6 +122,10 @@ enum Command {
         atom: String,
         #[arg(long)]
         profile: String,
+        /// Follow the request until it ends and is published; exit status 1 when it did
+        /// not succeed.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -496,15 +504,21 @@ fn main() -> ExitCode {
         }) => {
             binfarm::cli::farm::token_create(config.as_deref(), &worker, rotate, output.as_deref())
         }
-        Command::Nightly { profiles, admin } => admin_client(&admin).and_then(|client| {
+        Command::Nightly {
+            profiles,
+            wait,
+            admin,
+        } => admin_client(&admin).and_then(|client| {
             let all = binfarm::cli::farm::configured_profiles(admin.config.as_deref())?;
-            binfarm::cli::farm::nightly(&client, &profiles, &all)
+            binfarm::cli::farm::nightly(&client, &profiles, &all, wait)
         }),
         Command::Rebuild {
             atom,
             profile,
+            wait,
             admin,
-        } => admin_client(&admin).and_then(|c| binfarm::cli::farm::rebuild(&c, &atom, &profile)),
+        } => admin_client(&admin)
+            .and_then(|c| binfarm::cli::farm::rebuild(&c, &atom, &profile, wait)),
         Command::Workers(command) => {
             let (name, admin, paused) = match command {
                 WorkersCommand::Pause { name, admin } => (name, admin, true),

@@ -376,20 +376,24 @@ fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
     // testing keeps its index byte for byte (clients get 304s).
     let testing_index = || farm.get("/mirror/x86-64-v3/testing/Packages");
     let index_before = testing_index();
-    let again = farm.nightly("x86-64-v3");
-    let r = farm.wait_finished(again, Duration::from_secs(120));
+    // The operator waits for it (`--wait` returns once it is published).
+    let out = farm.binfarm(&["nightly", "--profile", "x86-64-v3", "--wait"]);
+    let again: i64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no request id in {out:?}"));
+    let r = farm.request(again);
     assert_eq!(r["state"], "succeeded", "{r:#}");
     assert!(steps(&r).iter().all(|s| s["state"] == "cached"), "{r:#}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let published = loop {
-        let published = farm.request(again)["published"].clone();
-        if !published.is_null() {
-            break published;
-        }
-        assert!(Instant::now() < deadline, "not settled\n{}", farm.logs());
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(published["unchanged"], true, "{published}");
+    assert_eq!(r["published"]["unchanged"], true, "{r:#}");
+    assert!(
+        out.contains(&format!(
+            "request {again} succeeded: nothing changed, testing stays at snapshot {}",
+            r["published"]["snapshot_id"]
+        )),
+        "{out}"
+    );
     assert_eq!(testing_index(), index_before);
 
     // A worker killed mid-step: its lease expires and another worker completes the step.

@@ -9,7 +9,7 @@ mod hand_farm;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -120,14 +120,52 @@ fn failing_and_succeeded_requests_are_notified_by_command_and_webhook() {
     );
     farm.register();
 
-    // A failing build: the notification names the package, its reason and its log page.
-    let failing = farm.planned_rebuild("app-misc/hello", "app-misc/hello-1.0");
+    // A failing build, asked for by an operator who waits for it: the notification names
+    // the package, its reason and its log page; `rebuild --wait` says the same and fails.
+    let mut operator = Command::new(BIN)
+        .args([
+            "rebuild",
+            "app-misc/hello",
+            "--profile",
+            "x86-64-v3",
+            "--wait",
+        ])
+        .arg("--config")
+        .arg(&farm.config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut operator_out = BufReader::new(operator.stdout.take().unwrap());
+    let mut first = String::new();
+    operator_out.read_line(&mut first).unwrap();
+    let failing: i64 = first
+        .strip_prefix("request ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no request id in {first:?}"));
+    farm.plan(failing, "app-misc/hello-1.0");
     let step = farm.lease_build(failing);
     farm.append_log(
         &step,
         b">>> Emerging (1 of 1) app-misc/hello-1.0\nNOTIFY-LOG-LINE\n",
     );
     farm.complete(&step, 800, None);
+    let mut rest = String::new();
+    operator_out.read_to_string(&mut rest).unwrap();
+    let status = operator.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(
+        rest.contains(&format!("request {failing} failed")),
+        "{rest}"
+    );
+    assert!(
+        rest.contains(&format!(
+            "failed app-misc/hello-1.0: test  log: {}",
+            farm.url(&format!("/steps/{}/log", step.step))
+        )),
+        "{rest}"
+    );
     let by_command = command_notification(&notified, 1);
     assert_eq!(by_command["request_id"], failing, "{by_command:#}");
     assert_eq!(by_command["state"], "failed", "{by_command:#}");

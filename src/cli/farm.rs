@@ -140,6 +140,7 @@ pub fn nightly(
     client: &AdminClient,
     profiles: &[String],
     all_profiles: &[String],
+    wait: bool,
 ) -> Result<ExitCode> {
     let chosen = if profiles.is_empty() {
         all_profiles
@@ -149,6 +150,7 @@ pub fn nightly(
     if chosen.is_empty() {
         bail!("no profiles: give --profile or configure [profiles] dir");
     }
+    let mut ids = Vec::new();
     for profile in chosen {
         let reply = client.post_json(
             "/api/v1/requests",
@@ -157,11 +159,15 @@ pub fn nightly(
             },
         )?;
         println!("request {} nightly {profile}", reply["id"]);
+        ids.extend(reply["id"].as_i64());
+    }
+    if wait {
+        return wait_for_requests(client, &ids);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn rebuild(client: &AdminClient, atom: &str, profile: &str) -> Result<ExitCode> {
+pub fn rebuild(client: &AdminClient, atom: &str, profile: &str, wait: bool) -> Result<ExitCode> {
     let reply = client.post_json(
         "/api/v1/requests",
         &NewRequestBody::Rebuild {
@@ -170,7 +176,97 @@ pub fn rebuild(client: &AdminClient, atom: &str, profile: &str) -> Result<ExitCo
         },
     )?;
     println!("request {} rebuild {atom} for {profile}", reply["id"]);
+    if wait {
+        let id = reply["id"]
+            .as_i64()
+            .context("the coordinator's reply has no request id")?;
+        return wait_for_requests(client, &[id]);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often `--wait` asks about its requests.
+const WAIT_POLL: Duration = Duration::from_secs(2);
+
+/// `--wait`: follows the requests until each has ended and, when it succeeded, has been
+/// published; prints their progress, the failing packages with their log pages, and where
+/// each was published. Exit status 0 only when every request succeeded.
+fn wait_for_requests(client: &AdminClient, ids: &[i64]) -> Result<ExitCode> {
+    let mut all_succeeded = true;
+    for &id in ids {
+        let mut last_line = String::new();
+        let request = loop {
+            let r = client.get_json(&format!("/api/v1/requests/{id}"))?;
+            let state = r["state"].as_str().unwrap_or("").to_owned();
+            let steps = r["steps"].as_array().cloned().unwrap_or_default();
+            let ended = steps
+                .iter()
+                .filter(|s| {
+                    matches!(
+                        s["state"].as_str(),
+                        Some("succeeded" | "cached" | "failed" | "blocked" | "cancelled")
+                    )
+                })
+                .count();
+            let published = !r["published"].is_null();
+            let line = match state.as_str() {
+                "succeeded" if !published => format!("request {id}: succeeded, publishing"),
+                _ => format!("request {id}: {state}, {ended}/{} steps ended", steps.len()),
+            };
+            if line != last_line {
+                eprintln!("{line}");
+                last_line = line;
+            }
+            let done = match state.as_str() {
+                "planning" | "running" => false,
+                "succeeded" => published,
+                _ => true,
+            };
+            if done {
+                break r;
+            }
+            std::thread::sleep(WAIT_POLL);
+        };
+        print_outcome(client, &request);
+        all_succeeded &= request["state"] == "succeeded";
+    }
+    Ok(if all_succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The end of a request as `--wait` reports it.
+fn print_outcome(client: &AdminClient, r: &Value) {
+    let id = &r["id"];
+    let state = r["state"].as_str().unwrap_or("");
+    match (state, r["published"]["snapshot_id"].as_i64()) {
+        ("succeeded", Some(snapshot)) if r["published"]["unchanged"] == true => println!(
+            "request {id} succeeded: nothing changed, testing stays at snapshot {snapshot}"
+        ),
+        ("succeeded", Some(snapshot)) => {
+            println!("request {id} succeeded: published as snapshot {snapshot} to testing")
+        }
+        _ => {
+            println!("request {id} {state}");
+            if let Some(error) = r["error"].as_str() {
+                println!("  error: {error}");
+            }
+        }
+    }
+    for s in r["steps"].as_array().into_iter().flatten() {
+        if matches!(s["state"].as_str(), Some("failed" | "blocked")) {
+            println!(
+                "  {} {}: {}  log: {}/steps/{}/log",
+                s["state"].as_str().unwrap_or(""),
+                s["cpv"].as_str().unwrap_or(""),
+                s["reason"].as_str().unwrap_or(""),
+                client.base,
+                s["id"]
+            );
+        }
+    }
 }
 
 pub fn cancel(client: &AdminClient, request: i64) -> Result<ExitCode> {

@@ -225,6 +225,13 @@ impl HandFarm {
         );
         assert_eq!(status, 200, "{request}");
         let request_id = request["id"].as_i64().unwrap();
+        self.plan(request_id, cpv);
+        request_id
+    }
+
+    /// Leases the planning job of `request_id` and answers it with the one-package merge
+    /// list `cpv` (its build step is then ready).
+    pub fn plan(&self, request_id: i64, cpv: &str) {
         let (status, job) = self.lease();
         assert_eq!(status, 200, "{job}");
         assert_eq!(job["kind"], "plan", "{job}");
@@ -237,7 +244,6 @@ impl HandFarm {
         );
         assert_eq!(status, 200, "{planned}");
         assert_eq!(planned["status"], "planned", "{planned}");
-        request_id
     }
 
     /// Long-polls (5 s) for a job.
