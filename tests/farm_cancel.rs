@@ -4,195 +4,20 @@
 //! nothing, and takes the next job. An idle worker's long-poll keeps its last_heartbeat fresh.
 
 mod common;
+mod process_farm;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_binfarm");
+use process_farm::{steps, FarmSettings, ProcessFarm};
 
-/// A child process killed (SIGKILL) and reaped on drop.
-struct Proc(Child);
+const PROFILE: &str = "x86-64-v3";
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Farm {
-    dir: PathBuf,
-    config: PathBuf,
-    url: String,
-    admin_token: String,
-    http: reqwest::Client,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Farm {
-    fn new(dir: &Path) -> Farm {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let config = dir.join("farm.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[server]
-listen = "127.0.0.1:{port}"
-[state]
-dir = "state"
-[profiles]
-dir = "{profiles}"
-[signing]
-key_file = "state/signing-key.asc"
-[queue]
-lease_seconds = 6
-heartbeat_seconds = 1
-max_attempts = 3
-retry_backoff_seconds = 1
-[mirror]
-root = "mirror"
-"#,
-                profiles = common::crate_root().join("profiles").display()
-            ),
-        )
-        .expect("farm.toml");
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Farm {
-            dir: dir.to_owned(),
-            config,
-            url: format!("http://127.0.0.1:{port}"),
-            admin_token: String::new(),
-            http: reqwest::Client::new(),
-            rt: tokio::runtime::Runtime::new().expect("tokio runtime"),
-        }
-    }
-
-    fn start_coordinator(&mut self) -> Proc {
-        let log = std::fs::File::create(self.dir.join("serve.log")).expect("serve.log");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .stderr(log)
-            .spawn()
-            .expect("binfarm serve");
-        let proc = Proc(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.get("/health").is_none() {
-            assert!(Instant::now() < deadline, "coordinator did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.admin_token = std::fs::read_to_string(self.dir.join("state/admin.token"))
-            .expect("admin token")
-            .trim()
-            .to_owned();
-        proc
-    }
-
-    fn start_worker(&self, name: &str, extra: &[&str]) -> Proc {
-        let token = self.dir.join(format!("{name}.token"));
-        common::run_ok(
-            Command::new(BIN)
-                .args(["token", "create", "--worker", name, "--output"])
-                .arg(&token)
-                .arg("--config")
-                .arg(&self.config),
-            "binfarm token create",
-        );
-        let fx = common::fixture();
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log");
-        let child = Command::new(BIN)
-            .args(["worker", "--coordinator", &self.url, "--token-file"])
-            .arg(&token)
-            .arg("--profiles-dir")
-            .arg(common::crate_root().join("profiles"))
-            .args(["--profile", "x86-64-v3", "--work-dir"])
-            .arg(self.dir.join(name))
-            .arg("--repo")
-            .arg(format!("farm-test={}", fx.repo.display()))
-            .arg("--distdir")
-            .arg(&fx.distdir)
-            .args(extra)
-            .env("BINFARM_VENV", common::venv())
-            .stderr(log)
-            .spawn()
-            .expect("binfarm worker");
-        Proc(child)
-    }
-
-    fn get(&self, path: &str) -> Option<Value> {
-        self.rt.block_on(async {
-            let resp = self
-                .http
-                .get(format!("{}{path}", self.url))
-                .send()
-                .await
-                .ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            let text = resp.text().await.ok()?;
-            Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))
-        })
-    }
-
-    fn admin_post(&self, path: &str, body: Value) -> Value {
-        let (status, text) = self.rt.block_on(async {
-            let resp = self
-                .http
-                .post(format!("{}{path}", self.url))
-                .bearer_auth(&self.admin_token)
-                .json(&body)
-                .send()
-                .await
-                .expect("admin call");
-            let status = resp.status();
-            (status, resp.text().await.expect("admin reply"))
-        });
-        assert!(status.is_success(), "POST {path}: {status}: {text}");
-        serde_json::from_str(&text).expect("JSON reply")
-    }
-
-    fn rebuild(&self, atom: &str) -> i64 {
-        let body = self.admin_post(
-            "/api/v1/requests",
-            json!({"kind": "rebuild", "profile": "x86-64-v3", "atom": atom}),
-        );
-        body["id"].as_i64().expect("request id")
-    }
-
-    fn request(&self, id: i64) -> Value {
-        self.get(&format!("/api/v1/requests/{id}"))
-            .expect("request")
-    }
-
-    fn worker_heartbeat(&self, name: &str) -> Option<i64> {
-        let workers = self.get("/api/v1/workers").expect("workers");
-        workers.as_array()?.iter().find(|w| w["name"] == name)?["last_heartbeat"].as_i64()
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for name in ["serve.log", "w1.log"] {
-            if let Ok(text) = std::fs::read_to_string(self.dir.join(name)) {
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                out += &format!(
-                    "--- {name} (tail)\n{}\n",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
-        out
-    }
-}
-
-fn steps(r: &Value) -> Vec<Value> {
-    r["steps"].as_array().cloned().unwrap_or_default()
+/// When worker `name` was last heard from.
+fn worker_heartbeat(farm: &ProcessFarm, name: &str) -> Option<i64> {
+    let workers = farm.get("/api/v1/workers").expect("workers");
+    workers.as_array()?.iter().find(|w| w["name"] == name)?["last_heartbeat"].as_i64()
 }
 
 /// A process that still runs (a zombie waiting to be reaped does not count).
@@ -237,11 +62,12 @@ fn group_members(pgid: &str) -> Vec<(String, String)> {
 #[test]
 fn cancel_stops_the_build_and_the_worker_takes_the_next_job() {
     let tmp = common::tempdir();
-    let mut farm = Farm::new(tmp.path());
+    let farm = ProcessFarm::new(tmp.path(), &FarmSettings::default());
     let _coordinator = farm.start_coordinator();
     let pidfile = tmp.path().join("sleeper.pids");
     let _worker = farm.start_worker(
         "w1",
+        &[PROFILE],
         &[
             "--build-env",
             "SLEEPER_SECONDS=120",
@@ -250,7 +76,7 @@ fn cancel_stops_the_build_and_the_worker_takes_the_next_job() {
         ],
     );
 
-    let sleeper = farm.rebuild("app-misc/sleeper");
+    let sleeper = farm.rebuild("app-misc/sleeper", PROFILE);
     let deadline = Instant::now() + Duration::from_secs(300);
     while !pidfile.exists() {
         assert!(
@@ -315,7 +141,7 @@ fn cancel_stops_the_build_and_the_worker_takes_the_next_job() {
     );
 
     // The worker lives on and builds the next request.
-    let hello = farm.rebuild("app-misc/hello");
+    let hello = farm.rebuild("app-misc/hello", PROFILE);
     let deadline = Instant::now() + Duration::from_secs(300);
     let r = loop {
         let r = farm.request(hello);
@@ -340,14 +166,10 @@ fn cancel_stops_the_build_and_the_worker_takes_the_next_job() {
     assert_eq!(sleeper_again["state"], "cancelled", "{sleeper_again:#}");
 
     // Idle now: only its lease long-poll shows the worker alive.
-    let before = farm
-        .worker_heartbeat("w1")
-        .expect("w1 has a last_heartbeat");
+    let before = worker_heartbeat(&farm, "w1").expect("w1 has a last_heartbeat");
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
-        let now = farm
-            .worker_heartbeat("w1")
-            .expect("w1 has a last_heartbeat");
+        let now = worker_heartbeat(&farm, "w1").expect("w1 has a last_heartbeat");
         if now > before {
             break;
         }

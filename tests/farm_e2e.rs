@@ -5,257 +5,27 @@
 //! hostile uploads.
 
 mod common;
+mod process_farm;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_binfarm");
+use process_farm::{steps, FarmSettings, ProcessFarm};
 
-/// A child process killed (SIGKILL) and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Farm {
-    dir: PathBuf,
-    config: PathBuf,
-    url: String,
-    admin_token: String,
-    http: reqwest::Client,
-    rt: tokio::runtime::Runtime,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Farm {
-    fn new(dir: &Path) -> Farm {
-        let port = free_port();
-        let config = dir.join("farm.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[server]
-listen = "127.0.0.1:{port}"
-[state]
-dir = "state"
-[profiles]
-dir = "{profiles}"
-[signing]
-key_file = "state/signing-key.asc"
-[queue]
-lease_seconds = 6
-heartbeat_seconds = 1
-max_attempts = 3
-retry_backoff_seconds = 1
-[mirror]
-root = "mirror"
-"#,
-                profiles = common::crate_root().join("profiles").display()
-            ),
-        )
-        .unwrap();
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Farm {
-            dir: dir.to_owned(),
-            config,
-            url: format!("http://127.0.0.1:{port}"),
-            admin_token: String::new(),
-            http: reqwest::Client::new(),
-            rt: tokio::runtime::Runtime::new().unwrap(),
-        }
-    }
-
-    fn binfarm(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "binfarm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn start_coordinator(&mut self) -> Proc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("serve.log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let proc = Proc(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.get("/health").is_none() {
-            assert!(Instant::now() < deadline, "coordinator did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.admin_token = std::fs::read_to_string(self.dir.join("state/admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        proc
-    }
-
-    fn start_worker(&self, name: &str, extra: &[&str]) -> Proc {
-        let token = self.dir.join(format!("{name}.token"));
-        if !token.exists() {
-            self.binfarm(&[
-                "token",
-                "create",
-                "--worker",
-                name,
-                "--output",
-                token.to_str().unwrap(),
-            ]);
-        }
-        let fx = common::fixture();
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(BIN)
-            .args(["worker", "--coordinator", &self.url, "--token-file"])
-            .arg(&token)
-            .arg("--profiles-dir")
-            .arg(common::crate_root().join("profiles"))
-            .args([
-                "--profile",
-                "x86-64-v3",
-                "--profile",
-                "x86-64-v2",
-                "--work-dir",
-            ])
-            .arg(self.dir.join(name))
-            .arg("--repo")
-            .arg(format!("farm-test={}", fx.repo.display()))
-            .arg("--distdir")
-            .arg(&fx.distdir)
-            .args(extra)
-            .env("BINFARM_VENV", common::venv())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Proc(child)
-    }
-
-    fn get(&self, path: &str) -> Option<Value> {
-        self.rt.block_on(async {
-            let resp = self
-                .http
-                .get(format!("{}{path}", self.url))
-                .send()
-                .await
-                .ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            let text = resp.text().await.ok()?;
-            Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))
-        })
-    }
-
-    /// (status, body) of a request with an optional bearer token and body.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        self.rt.block_on(async {
-            let mut req = self
-                .http
-                .request(method.parse().unwrap(), format!("{}{path}", self.url));
-            if let Some(t) = token {
-                req = req.bearer_auth(t);
-            }
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let resp = req.send().await.unwrap();
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap();
-            (
-                status,
-                serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            )
-        })
-    }
-
-    fn request(&self, id: i64) -> Value {
-        self.get(&format!("/api/v1/requests/{id}"))
-            .expect("request")
-    }
-
-    fn wait_finished(&self, id: i64, limit: Duration) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            let r = self.request(id);
-            let state = r["state"].as_str().unwrap_or("").to_owned();
-            if !["planning", "running"].contains(&state.as_str()) {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "request {id} still {state}: {r:#}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for name in ["serve.log", "w1.log", "w2.log"] {
-            if let Ok(text) = std::fs::read_to_string(self.dir.join(name)) {
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                out += &format!(
-                    "--- {name} (tail)\n{}\n",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
-        out
-    }
-
-    fn nightly(&self, profile: &str) -> i64 {
-        let out = self.binfarm(&["nightly", "--profile", profile]);
-        out.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-}
-
-fn steps(r: &Value) -> Vec<Value> {
-    r["steps"].as_array().cloned().unwrap_or_default()
-}
+/// Both example profiles: every worker of this test builds for both.
+const PROFILES: [&str; 2] = ["x86-64-v3", "x86-64-v2"];
 
 #[test]
 fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
     let tmp = common::tempdir();
-    let mut farm = Farm::new(tmp.path());
+    let farm = ProcessFarm::new(tmp.path(), &FarmSettings::default());
     // Creating tokens opens the state directory before the coordinator first runs.
     let mut coordinator = farm.start_coordinator();
-    let w1 = farm.start_worker("w1", &[]);
-    let w2 = farm.start_worker("w2", &[]);
+    let w1 = farm.start_worker("w1", &PROFILES, &[]);
+    let w2 = farm.start_worker("w2", &PROFILES, &[]);
 
     // Bad tokens get 401 and nothing else.
     for token in [None, Some("not-a-token")] {
@@ -278,7 +48,7 @@ fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
     let (status, body) = farm.call(
         "POST",
         "/api/v1/requests",
-        Some(&farm.admin_token.clone()),
+        Some(&farm.admin_token()),
         Some(json!({"kind": "rebuild", "profile": "x86-64-v3", "atom": "=app-misc/hello"})),
     );
     assert_eq!(status, 400, "{body}");
@@ -402,6 +172,7 @@ fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
     let pidfile = tmp.path().join("sleeper.pids");
     let sleepy = farm.start_worker(
         "w1",
+        &PROFILES,
         &[
             "--build-env",
             "SLEEPER_SECONDS=600",
@@ -409,7 +180,7 @@ fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
             &format!("SLEEPER_PIDFILE={}", pidfile.display()),
         ],
     );
-    let admin = farm.admin_token.clone();
+    let admin = farm.admin_token();
     let (status, body) = farm.call(
         "POST",
         "/api/v1/requests",
@@ -433,7 +204,7 @@ fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
     for pid in pids.split_whitespace() {
         let _ = Command::new("kill").arg("-9").arg(pid).status();
     }
-    let _w2 = farm.start_worker("w2", &["--build-env", "SLEEPER_SECONDS=1"]);
+    let _w2 = farm.start_worker("w2", &PROFILES, &["--build-env", "SLEEPER_SECONDS=1"]);
     let r = farm.wait_finished(sleeper_request, Duration::from_secs(300));
     assert_eq!(r["state"], "succeeded", "{r:#}\n{}", farm.logs());
     let sleeper_step = steps(&r)
@@ -467,7 +238,7 @@ fn is_sha512_name(path: &Path) -> bool {
 #[test]
 fn uploads_are_checked_before_they_are_stored() {
     let tmp = common::tempdir();
-    let mut farm = Farm::new(tmp.path());
+    let farm = ProcessFarm::new(tmp.path(), &FarmSettings::default());
     let _coordinator = farm.start_coordinator();
     let token_file = tmp.path().join("manual.token");
     farm.binfarm(&[
@@ -492,7 +263,7 @@ fn uploads_are_checked_before_they_are_stored() {
     assert_eq!(status, 200, "{reg}");
     assert_eq!(reg["accepted_profiles"], json!(["x86-64-v3"]));
 
-    let admin = farm.admin_token.clone();
+    let admin = farm.admin_token();
     let (status, request) = farm.call(
         "POST",
         "/api/v1/requests",
@@ -539,19 +310,7 @@ fn uploads_are_checked_before_they_are_stored() {
     let upload_path = format!("/api/v1/worker/steps/{step}/binpkgs?lease={lease}");
 
     let upload = |body: Vec<u8>, sha: &str| -> (u16, Value) {
-        farm.rt.block_on(async {
-            let resp = farm
-                .http
-                .put(format!("{}{upload_path}", farm.url))
-                .bearer_auth(&token)
-                .header("x-binfarm-sha512", sha)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.json().await.unwrap_or(Value::Null))
-        })
+        farm.send_bytes("PUT", &upload_path, &token, body, Some(sha.to_string()))
     };
     let sha512 = |data: &[u8]| hex::encode(<sha2::Sha512 as sha2::Digest>::digest(data));
 

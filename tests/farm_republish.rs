@@ -12,79 +12,29 @@
 
 mod common;
 mod common_ftp;
+mod process_farm;
 mod publish_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use binfarm::publish::{create_snapshot, publish_snapshot_to, SnapshotOptions, STABLE, TESTING};
 use binfarm::store::{NewRequest, RequestKind, SnapshotOrigin};
 use common_ftp::Vsftpd;
+use process_farm::{free_port, FarmSettings, ProcessFarm, BIN};
 use publish_support::{signed_packages, Farm, GREETER, HELLO, LIBHELLO, PROFILE};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_binfarm");
-
-/// A child process killed (SIGKILL) and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct ProcessFarm {
-    dir: PathBuf,
-    config: PathBuf,
-    port: u16,
-    rt: tokio::runtime::Runtime,
-    http: reqwest::Client,
-}
-
-impl ProcessFarm {
-    fn new(dir: &Path) -> ProcessFarm {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        ProcessFarm {
-            dir: dir.to_owned(),
-            config: dir.join("farm.toml"),
-            port: free_port(),
-            rt: tokio::runtime::Runtime::new().unwrap(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// (Re)writes farm.toml with this FTP mirror URL.
-    fn write_config(&self, ftp_url: &str) {
-        std::fs::write(
-            &self.config,
-            format!(
-                r#"[server]
-listen = "127.0.0.1:{port}"
-[state]
-dir = "state"
-[profiles]
-dir = "{profiles}"
-[signing]
-key_file = "state/signing-key.asc"
-[queue]
-lease_seconds = 20
-heartbeat_seconds = 1
-max_attempts = 2
-retry_backoff_seconds = 1
-[mirror]
-root = "mirror"
-[[ftp]]
+/// The farm.toml settings: one FTP mirror at `ftp_url` (fast retries) and a notify
+/// command appending each notification to [`notified`].
+fn settings(dir: &Path, ftp_url: &str) -> FarmSettings {
+    FarmSettings {
+        lease_seconds: 20,
+        heartbeat_seconds: 1,
+        max_attempts: 2,
+        extra: format!(
+            r#"[[ftp]]
 url = "{ftp_url}"
 sessions = 2
 retries = 1
@@ -94,208 +44,72 @@ io_timeout_secs = 20
 [notify]
 command = "cat >> '{notified}'; echo >> '{notified}'"
 "#,
-                port = self.port,
-                profiles = common::crate_root().join("profiles").display(),
-                notified = self.notified().display(),
-            ),
-        )
-        .unwrap();
+            notified = notified(dir).display(),
+        ),
     }
+}
 
-    /// Where the notify command appends each notification (one JSON document each).
-    fn notified(&self) -> PathBuf {
-        self.dir.join("notified.jsonl")
-    }
+/// Where the notify command appends each notification (one JSON document each).
+fn notified(dir: &Path) -> PathBuf {
+    dir.join("notified.jsonl")
+}
 
-    /// The notifications of request `id` so far.
-    fn notifications_of(&self, id: i64) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.notified()).unwrap_or_default();
-        serde_json::Deserializer::from_str(&text)
-            .into_iter::<Value>()
-            .map_while(Result::ok)
-            .filter(|n| n["request_id"] == id)
-            .collect()
-    }
+/// The notifications of request `id` so far.
+fn notifications_of(farm: &ProcessFarm, id: i64) -> Vec<Value> {
+    let text = std::fs::read_to_string(notified(&farm.dir)).unwrap_or_default();
+    serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .filter(|n| n["request_id"] == id)
+        .collect()
+}
 
-    fn binfarm(&self, args: &[&str]) -> String {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args).arg("--config").arg(&self.config);
-        common::run_ok(&mut cmd, &format!("binfarm {args:?}"))
-    }
+/// The testing index the coordinator's mirror serves ("" when there is none).
+fn served_testing_index(farm: &ProcessFarm) -> String {
+    farm.get(&format!("/mirror/{PROFILE}/{TESTING}/Packages"))
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
 
-    fn serve_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
-    }
-
-    fn start_coordinator(&self) -> Proc {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("serve.log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let proc = Proc(child);
-        self.wait_for("the coordinator to answer", Duration::from_secs(30), || {
-            self.get("/health").is_some()
-        });
-        proc
-    }
-
-    fn start_worker(&self, name: &str) -> Proc {
-        let token = self.dir.join(format!("{name}.token"));
-        if !token.exists() {
-            self.binfarm(&[
-                "token",
-                "create",
-                "--worker",
-                name,
-                "--output",
-                token.to_str().unwrap(),
-            ]);
-        }
-        let fx = common::fixture();
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let child = Command::new(BIN)
-            .args(["worker", "--coordinator"])
-            .arg(format!("http://127.0.0.1:{}", self.port))
-            .arg("--token-file")
-            .arg(&token)
-            .arg("--profiles-dir")
-            .arg(common::crate_root().join("profiles"))
-            .args(["--profile", PROFILE, "--work-dir"])
-            .arg(self.dir.join(name))
-            .arg("--repo")
-            .arg(format!("farm-test={}", fx.repo.display()))
-            .arg("--distdir")
-            .arg(&fx.distdir)
-            .env("BINFARM_VENV", common::venv())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Proc(child)
-    }
-
-    /// GET on the coordinator; JSON when it parses, else the text. None unless 2xx.
-    fn get(&self, path: &str) -> Option<Value> {
-        self.rt.block_on(async {
-            let resp = self
-                .http
-                .get(format!("http://127.0.0.1:{}{path}", self.port))
-                .send()
-                .await
-                .ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            let text = resp.text().await.ok()?;
-            Some(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+/// `binfarm snapshots list --json`: (snapshot id, request id, channels) per snapshot.
+fn snapshots(farm: &ProcessFarm) -> Vec<(i64, Option<i64>, Vec<String>)> {
+    let out = farm.binfarm(&["snapshots", "list", "--profile", PROFILE, "--json"]);
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap(),
+                r["request_id"].as_i64(),
+                r["channels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap().to_owned())
+                    .collect(),
+            )
         })
-    }
-
-    /// The testing index the coordinator's mirror serves ("" when there is none).
-    fn served_testing_index(&self) -> String {
-        self.get(&format!("/mirror/{PROFILE}/{TESTING}/Packages"))
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
-
-    fn rebuild(&self, atom: &str) -> i64 {
-        let out = self.binfarm(&["rebuild", atom, "--profile", PROFILE]);
-        out.split_whitespace()
-            .nth(1)
-            .and_then(|id| id.parse().ok())
-            .unwrap_or_else(|| panic!("no request id in {out:?}"))
-    }
-
-    fn wait_succeeded(&self, id: i64) {
-        let mut last = Value::Null;
-        self.wait_for(
-            &format!("request {id} to succeed"),
-            Duration::from_secs(600),
-            || {
-                last = self
-                    .get(&format!("/api/v1/requests/{id}"))
-                    .unwrap_or(Value::Null);
-                assert!(
-                    !["failed", "cancelled"].contains(&last["state"].as_str().unwrap_or("")),
-                    "request {id}: {last:#}\n{}",
-                    self.logs()
-                );
-                last["state"] == "succeeded"
-            },
-        );
-    }
-
-    fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + limit;
-        while !done() {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for name in ["serve.log", "w1.log"] {
-            if let Ok(text) = std::fs::read_to_string(self.dir.join(name)) {
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                out += &format!(
-                    "--- {name} (tail)\n{}\n",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-        }
-        out
-    }
-
-    /// `binfarm snapshots list --json`: (snapshot id, request id, channels) per snapshot.
-    fn snapshots(&self) -> Vec<(i64, Option<i64>, Vec<String>)> {
-        let out = self.binfarm(&["snapshots", "list", "--profile", PROFILE, "--json"]);
-        let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
-        rows.iter()
-            .map(|r| {
-                (
-                    r["id"].as_i64().unwrap(),
-                    r["request_id"].as_i64(),
-                    r["channels"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|c| c.as_str().unwrap().to_owned())
-                        .collect(),
-                )
-            })
-            .collect()
-    }
+        .collect()
 }
 
 #[test]
 fn a_restarted_coordinator_publishes_what_the_killed_one_did_not() {
     let started = Instant::now();
     let tmp = common::tempdir();
-    let farm = ProcessFarm::new(tmp.path());
     let ftp = Vsftpd::start();
     // First run: the FTP mirror is unreachable (nothing listens on that port).
     let dead_port = free_port();
-    farm.write_config(&format!("ftp://127.0.0.1:{dead_port}/pub"));
+    let farm = ProcessFarm::new(
+        tmp.path(),
+        &settings(tmp.path(), &format!("ftp://127.0.0.1:{dead_port}/pub")),
+    );
     let coordinator = farm.start_coordinator();
-    let worker = farm.start_worker("w1");
+    let worker = farm.start_worker("w1", &[PROFILE], &[]);
 
     // R1 is published as usual (the local tree; the FTP push fails and is logged).
-    let r1 = farm.rebuild("app-misc/hello");
-    farm.wait_succeeded(r1);
+    let r1 = farm.rebuild("app-misc/hello", PROFILE);
+    farm.wait_succeeded(r1, Duration::from_secs(600));
     farm.wait_for("R1 in the testing index", Duration::from_secs(60), || {
-        farm.served_testing_index()
-            .contains("CPV: app-misc/hello-1.0")
+        served_testing_index(&farm).contains("CPV: app-misc/hello-1.0")
     });
     farm.wait_for("the failed FTP push", Duration::from_secs(60), || {
         farm.serve_log()
@@ -337,20 +151,20 @@ fn a_restarted_coordinator_publishes_what_the_killed_one_did_not() {
     std::fs::write(&staging, b"in the way").unwrap();
     // R2 ends in a later second than R1's publish (it builds for seconds anyway).
     std::thread::sleep(Duration::from_millis(1100));
-    let r2 = farm.rebuild("app-misc/greeter");
-    farm.wait_succeeded(r2);
+    let r2 = farm.rebuild("app-misc/greeter", PROFILE);
+    farm.wait_succeeded(r2, Duration::from_secs(600));
     farm.wait_for("R2's failed publish", Duration::from_secs(60), || {
         farm.serve_log()
             .contains(&format!("request {r2}: publishing failed"))
     });
     // Its notification says it was not published.
     farm.wait_for("R2's notification", Duration::from_secs(30), || {
-        !farm.notifications_of(r2).is_empty()
+        !notifications_of(&farm, r2).is_empty()
     });
-    assert_eq!(farm.notifications_of(r2)[0]["published"], Value::Null);
+    assert_eq!(notifications_of(&farm, r2)[0]["published"], Value::Null);
     drop(worker);
     drop(coordinator);
-    let before = farm.snapshots();
+    let before = snapshots(&farm);
     assert!(
         before.iter().all(|(_, request, _)| *request != Some(r2)),
         "{before:?}"
@@ -366,7 +180,7 @@ fn a_restarted_coordinator_publishes_what_the_killed_one_did_not() {
     // Second run, the FTP mirror is back: R2 is published on start, to the local tree and
     // to the FTP mirror.
     std::fs::remove_file(&staging).unwrap();
-    farm.write_config(&ftp.url());
+    farm.write_config(&settings(tmp.path(), &ftp.url()));
     let coordinator = farm.start_coordinator();
     let recovered = |n: usize| {
         farm.serve_log()
@@ -386,16 +200,16 @@ fn a_restarted_coordinator_publishes_what_the_killed_one_did_not() {
     );
     // A second notification, now that R2 is published.
     farm.wait_for("R2's second notification", Duration::from_secs(30), || {
-        farm.notifications_of(r2).len() == 2
+        notifications_of(&farm, r2).len() == 2
     });
-    let published = &farm.notifications_of(r2)[1]["published"];
+    let published = &notifications_of(&farm, r2)[1]["published"];
     assert_eq!(published["channel"], TESTING, "{published}");
     assert_eq!(published["unchanged"], false, "{published}");
-    let index = farm.served_testing_index();
+    let index = served_testing_index(&farm);
     assert!(index.contains("CPV: app-misc/greeter-1.0"), "{index}");
     assert!(index.contains("CPV: dev-libs/libhello-1.0"), "{index}");
     assert!(index.contains("CPV: app-misc/hello-1.0"), "{index}");
-    let after = farm.snapshots();
+    let after = snapshots(&farm);
     let of_r2: Vec<_> = after.iter().filter(|s| s.1 == Some(r2)).collect();
     assert_eq!(of_r2.len(), 1, "{after:?}");
     assert_eq!(of_r2[0].2, [TESTING], "{after:?}");
@@ -419,7 +233,7 @@ fn a_restarted_coordinator_publishes_what_the_killed_one_did_not() {
     farm.wait_for("the startup recovery", Duration::from_secs(60), || {
         recovered(3)
     });
-    assert_eq!(farm.snapshots(), after);
+    assert_eq!(snapshots(&farm), after);
     let log = farm.serve_log();
     let third_run = &log[log.rfind("binfarm coordinator listening").unwrap()..];
     assert!(

@@ -7,11 +7,12 @@
 //! and the 404 page; and that nothing the farm stores is interpreted as HTML.
 
 mod common;
+mod process_farm;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,203 +20,37 @@ use std::time::{Duration, Instant};
 use binfarm::profile::BinpkgFormat;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_binfarm");
+use process_farm::{FarmSettings, Proc, ProcessFarm};
+
 const PROFILE: &str = "x86-64-v3";
 
-/// A child process killed (SIGKILL, by its PID) and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A coordinator (`binfarm serve`) in a temp directory, and an HTTP client for it.
-struct Farm {
-    dir: PathBuf,
-    config: PathBuf,
-    url: String,
-    admin_token: String,
-    http: reqwest::Client,
-    rt: Arc<tokio::runtime::Runtime>,
-}
-
-impl Farm {
-    fn start(dir: &Path) -> (Farm, Proc) {
-        let port = free_port();
-        let config = dir.join("farm.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[server]
-listen = "127.0.0.1:{port}"
-[state]
-dir = "state"
-[profiles]
-dir = "{profiles}"
-[signing]
-key_file = "state/signing-key.asc"
-[queue]
-lease_seconds = 300
-heartbeat_seconds = 5
-max_attempts = 2
-[mirror]
-root = "mirror"
-[notify]
-command = "cat > '{notified}'"
-"#,
-                profiles = common::crate_root().join("profiles").display(),
-                notified = dir.join("notified.json").display(),
+/// A coordinator whose notify command writes `notified.json` in `dir`; long leases (the
+/// test drives its worker by hand, at its own pace).
+fn start_farm(dir: &Path) -> (ProcessFarm, Proc) {
+    let farm = ProcessFarm::new(
+        dir,
+        &FarmSettings {
+            lease_seconds: 300,
+            heartbeat_seconds: 5,
+            max_attempts: 2,
+            extra: format!(
+                "[notify]\ncommand = \"cat > '{}'\"\n",
+                dir.join("notified.json").display()
             ),
-        )
-        .expect("writing farm.toml");
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let log = std::fs::File::create(dir.join("serve.log")).expect("serve.log");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            // From elsewhere than the crate root: the templates are in the binary.
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting binfarm serve");
-        let proc = Proc(child);
-        let mut farm = Farm {
-            dir: dir.to_owned(),
-            config,
-            url: format!("http://127.0.0.1:{port}"),
-            admin_token: String::new(),
-            http: reqwest::Client::new(),
-            rt: Arc::new(tokio::runtime::Runtime::new().expect("tokio runtime")),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while farm.call("GET", "/health", None, None).0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "coordinator did not come up:\n{}",
-                farm.serve_log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        farm.admin_token = std::fs::read_to_string(dir.join("state/admin.token"))
-            .expect("admin token")
-            .trim()
-            .to_owned();
-        (farm, proc)
-    }
-
-    fn serve_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
-    }
-
-    fn binfarm(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .expect("running binfarm");
-        assert!(
-            out.status.success(),
-            "binfarm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// (status, body as JSON or as a string) of a call.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        self.rt.block_on(async {
-            let mut req = self.http.request(
-                method.parse().expect("method"),
-                format!("{}{path}", self.url),
-            );
-            if let Some(t) = token {
-                req = req.bearer_auth(t);
-            }
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let text = resp.text().await.unwrap_or_default();
-                    (
-                        status,
-                        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-                    )
-                }
-                Err(_) => (0, Value::Null),
-            }
-        })
-    }
-
-    fn ok(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Value {
-        let (status, reply) = self.call(method, path, token, body);
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path}: HTTP {status}: {reply}\n{}",
-            self.serve_log()
-        );
-        reply
-    }
-
-    /// Raw bytes in a POST/PUT with the worker's token (log chunks, uploads).
-    fn send_bytes(
-        &self,
-        method: &str,
-        path: &str,
-        token: &str,
-        bytes: Vec<u8>,
-        sha512: Option<String>,
-    ) -> (u16, Value) {
-        self.rt.block_on(async {
-            let mut req = self
-                .http
-                .request(
-                    method.parse().expect("method"),
-                    format!("{}{path}", self.url),
-                )
-                .bearer_auth(token)
-                .body(bytes);
-            if let Some(sha) = sha512 {
-                req = req.header("x-binfarm-sha512", sha);
-            }
-            let resp = req.send().await.expect("sending bytes");
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            (
-                status,
-                serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            )
-        })
-    }
+        },
+    );
+    let coordinator = farm.start_coordinator();
+    (farm, coordinator)
 }
 
 /// A worker driven by hand over the worker protocol.
 struct Worker<'a> {
-    farm: &'a Farm,
+    farm: &'a ProcessFarm,
     token: String,
 }
 
 impl<'a> Worker<'a> {
-    fn register(farm: &'a Farm, name: &str) -> Worker<'a> {
+    fn register(farm: &'a ProcessFarm, name: &str) -> Worker<'a> {
         let token_file = farm.dir.join(format!("{name}.token"));
         farm.binfarm(&[
             "token",
@@ -376,11 +211,11 @@ impl Gpkgs {
     }
 }
 
-fn create_request(farm: &Farm, body: Value) -> i64 {
+fn create_request(farm: &ProcessFarm, body: Value) -> i64 {
     let reply = farm.ok(
         "POST",
         "/api/v1/requests",
-        Some(&farm.admin_token.clone()),
+        Some(&farm.admin_token()),
         Some(body),
     );
     reply["id"].as_i64().expect("request id")
@@ -548,7 +383,7 @@ fn status_pages_in_a_real_browser() {
         "app-misc/greeter-1.0",
     );
     let tmp = common::tempdir();
-    let (farm, _coordinator) = Farm::start(tmp.path());
+    let (farm, _coordinator) = start_farm(tmp.path());
     let port: u16 = farm
         .url
         .rsplit(':')
@@ -678,7 +513,9 @@ fn status_pages_in_a_real_browser() {
     let line_two = "LINE-TWO from the poll: error: <undefined reference>\n";
     let proxy = {
         let (url, token) = (farm.url.clone(), w1.token.clone());
-        let (http, rt) = (farm.http.clone(), farm.rt.clone());
+        // The hook runs on the proxy's thread, with a client of its own.
+        let http = reqwest::Client::new();
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
         let hook: Hook = Box::new(move || {
             rt.block_on(async {
                 let log = http

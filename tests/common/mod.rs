@@ -20,6 +20,27 @@ use binfarm::profile::{BinpkgFormat, Profile, Signing};
 use binfarm::worker::{run_build, BuildRequest, BuildResult, BuildRoot, BuildRootOptions};
 use sha2::{Digest, Sha256};
 
+/// The binfarm binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_binfarm");
+
+/// A child process killed (SIGKILL, by its PID) and reaped on drop.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port free on 127.0.0.1 now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// Bump to invalidate every cached artefact (e.g. after changing how build roots look).
 const CACHE_VERSION: &str = "binfarm-test-cache-v2";
 

@@ -6,32 +6,14 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::common;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_binfarm");
-
-/// A child process killed and reaped on drop.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::common::{free_port, Proc, BIN};
 
 /// (status, headers, body) of a request.
 pub type Answer = (u16, reqwest::header::HeaderMap, Vec<u8>);
