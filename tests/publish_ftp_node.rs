@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use binfarm::binpkg::restamp_and_sign;
 use binfarm::publish::{STABLE, TESTING};
-use binfarm::sign::SigningKey;
-use binfarm::worker::BuildRoot;
 use common_ftp::Vsftpd;
-use publish_support::{binfarm_bin, rebuilt, signed_packages, GREETER, HELLO, LIBHELLO, PROFILE};
+use publish_support::{
+    assert_node_refuses_the_rogue_hello, assert_node_sees_the_rollback, binfarm_bin, emerge,
+    emerge_ok, installed_build_id, rebuilt, rogue_hello, signed_packages, GREETER, HELLO, LIBHELLO,
+    PROFILE,
+};
 
 /// farm.toml of a farm in `dir` whose only mirror besides the local tree is `ftp_url`.
 fn write_farm_toml(dir: &Path, ftp_url: &str) -> PathBuf {
@@ -96,32 +97,6 @@ fn promote(config: &Path, snapshot: i64) -> String {
         "no FTP push reported:\n{out}"
     );
     out
-}
-
-/// Runs emerge in the node root; returns (success, output).
-fn emerge(node: &BuildRoot, args: &[&str]) -> (bool, String) {
-    let out = node
-        .portage_command("emerge", args, &[])
-        .output()
-        .expect("running emerge");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn emerge_ok(node: &BuildRoot, args: &[&str]) -> String {
-    let (ok, text) = emerge(node, args);
-    assert!(ok, "emerge {args:?} failed:\n{text}");
-    text
-}
-
-fn installed_build_id(node_root: &Path, pf: &str) -> Option<String> {
-    std::fs::read_to_string(node_root.join("var/db/pkg").join(pf).join("BUILD_ID"))
-        .ok()
-        .map(|s| s.trim().to_string())
 }
 
 /// The `Packages` the FTP server holds for the stable channel (what nodes read).
@@ -253,41 +228,13 @@ fn node_installs_over_ftp_exactly_what_the_channel_points_at() {
     );
     assert!(out.contains("ftp 127.0.0.1:"), "{out}");
     assert!(!served_stable_index(&server).contains("greeter"));
-    let (ok, out) = emerge(
-        &node,
-        &[
-            "--getbinpkgonly",
-            "--pretend",
-            "--oneshot",
-            "app-misc/greeter",
-        ],
-    );
-    assert!(
-        !ok,
-        "greeter is not in stable after the rollback, yet:\n{out}"
-    );
-    let out = emerge_ok(&node, &["--getbinpkgonly", "--oneshot", "app-misc/hello"]);
-    assert_eq!(
-        installed_build_id(&node_root, "app-misc/hello-1.0").as_deref(),
-        Some("1"),
-        "{out}"
-    );
+    assert_node_sees_the_rollback(&node, &node_root);
 
     // A package signed by a key the node does not trust is refused.
-    let rogue = SigningKey::from_armored_file(&common::rogue_key().secret_key_file, None).unwrap();
-    let rogue_hello = dir.path().join("rogue-hello.gpkg.tar");
-    restamp_and_sign(&pkgs[HELLO], &rogue_hello, 3, &rogue).unwrap();
+    let rogue_hello = rogue_hello(&pkgs, dir.path());
     let r = import(&config, &[&pkgs[LIBHELLO], &rogue_hello]);
     promote(&config, r);
-    let (ok, out) = emerge(&node, &["--getbinpkgonly", "--oneshot", "app-misc/hello"]);
-    assert!(
-        !ok,
-        "a package signed by an untrusted key was installed:\n{out}"
-    );
-    assert_eq!(
-        installed_build_id(&node_root, "app-misc/hello-1.0").as_deref(),
-        Some("1")
-    );
+    assert_node_refuses_the_rogue_hello(&node, &node_root);
     // Portage read the index over FTP (urllib), not from anywhere else.
     let log = server.protocol_log();
     assert!(log.contains("RETR Packages.gz"), "{log}");

@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use binfarm::binpkg::restamp_and_sign;
 use binfarm::publish::{promote, publish_snapshot_to, rollback, STABLE, TESTING};
-use binfarm::sign::SigningKey;
-use binfarm::worker::BuildRoot;
 use publish_support::{
-    binfarm_bin, rebuilt, signed_packages, Farm, GREETER, HELLO, LIBHELLO, PROFILE,
+    assert_node_refuses_the_rogue_hello, assert_node_sees_the_rollback, binfarm_bin, emerge,
+    emerge_ok, installed_build_id, rebuilt, rogue_hello, signed_packages, Farm, GREETER, HELLO,
+    LIBHELLO, PROFILE,
 };
 
 /// Stops the mirror process (by its PID) when the test ends, however it ends.
@@ -57,32 +56,6 @@ fn start_mirror(root: &Path, log: &Path) -> (Server, SocketAddr) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (server, addr)
-}
-
-/// Runs emerge in the node root; returns (success, output).
-fn emerge(node: &BuildRoot, args: &[&str]) -> (bool, String) {
-    let out = node
-        .portage_command("emerge", args, &[])
-        .output()
-        .expect("running emerge");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn emerge_ok(node: &BuildRoot, args: &[&str]) -> String {
-    let (ok, text) = emerge(node, args);
-    assert!(ok, "emerge {args:?} failed:\n{text}");
-    text
-}
-
-fn installed_build_id(node_root: &Path, pf: &str) -> Option<String> {
-    std::fs::read_to_string(node_root.join("var/db/pkg").join(pf).join("BUILD_ID"))
-        .ok()
-        .map(|s| s.trim().to_string())
 }
 
 #[test]
@@ -160,41 +133,13 @@ fn node_installs_exactly_what_the_channel_points_at() {
 
     // roll back to A: greeter is gone from the offer, hello is build 1 again.
     rollback(&farm.publisher, &mut farm.db, PROFILE, STABLE, t).unwrap();
-    let (ok, out) = emerge(
-        &node,
-        &[
-            "--getbinpkgonly",
-            "--pretend",
-            "--oneshot",
-            "app-misc/greeter",
-        ],
-    );
-    assert!(
-        !ok,
-        "greeter is not in stable after the rollback, yet:\n{out}"
-    );
-    let out = emerge_ok(&node, &["--getbinpkgonly", "--oneshot", "app-misc/hello"]);
-    assert_eq!(
-        installed_build_id(&node_root, "app-misc/hello-1.0").as_deref(),
-        Some("1"),
-        "{out}"
-    );
+    assert_node_sees_the_rollback(&node, &node_root);
 
     // A package signed by a key the node does not trust is refused.
-    let rogue = SigningKey::from_armored_file(&common::rogue_key().secret_key_file, None).unwrap();
-    let rogue_hello = dir.path().join("rogue-hello.gpkg.tar");
-    restamp_and_sign(&pkgs[HELLO], &rogue_hello, 3, &rogue).unwrap();
+    let rogue_hello = rogue_hello(&pkgs, dir.path());
     let r = farm.snapshot(&[&pkgs[LIBHELLO], &rogue_hello], t);
     promote(&farm.publisher, &mut farm.db, PROFILE, Some(r), STABLE, t).unwrap();
-    let (ok, out) = emerge(&node, &["--getbinpkgonly", "--oneshot", "app-misc/hello"]);
-    assert!(
-        !ok,
-        "a package signed by an untrusted key was installed:\n{out}"
-    );
-    assert_eq!(
-        installed_build_id(&node_root, "app-misc/hello-1.0").as_deref(),
-        Some("1")
-    );
+    assert_node_refuses_the_rogue_hello(&node, &node_root);
     let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
     assert!(log.contains("/x86-64-v3/stable/Packages"), "{log}");
 }

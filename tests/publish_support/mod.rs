@@ -153,3 +153,77 @@ pub fn snapshot_paths(db: &Db, id: i64) -> Vec<String> {
     paths.sort();
     paths
 }
+
+// ----- a production node root (emerge from a mirror) -----
+
+/// Runs emerge in the node root; returns (success, output).
+pub fn emerge(node: &binfarm::worker::BuildRoot, args: &[&str]) -> (bool, String) {
+    let out = node
+        .portage_command("emerge", args, &[])
+        .output()
+        .expect("running emerge");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+pub fn emerge_ok(node: &binfarm::worker::BuildRoot, args: &[&str]) -> String {
+    let (ok, text) = emerge(node, args);
+    assert!(ok, "emerge {args:?} failed:\n{text}");
+    text
+}
+
+/// The BUILD_ID of the installed `pf` (`app-misc/hello-1.0`) in the node root.
+pub fn installed_build_id(node_root: &Path, pf: &str) -> Option<String> {
+    std::fs::read_to_string(node_root.join("var/db/pkg").join(pf).join("BUILD_ID"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// After `stable` went back from B (hello build 2 + greeter) to A (hello build 1):
+/// greeter is no longer offered and hello installs as build 1 again.
+pub fn assert_node_sees_the_rollback(node: &binfarm::worker::BuildRoot, node_root: &Path) {
+    let (ok, out) = emerge(
+        node,
+        &[
+            "--getbinpkgonly",
+            "--pretend",
+            "--oneshot",
+            "app-misc/greeter",
+        ],
+    );
+    assert!(
+        !ok,
+        "greeter is not in stable after the rollback, yet:\n{out}"
+    );
+    let out = emerge_ok(node, &["--getbinpkgonly", "--oneshot", "app-misc/hello"]);
+    assert_eq!(
+        installed_build_id(node_root, "app-misc/hello-1.0").as_deref(),
+        Some("1"),
+        "{out}"
+    );
+}
+
+/// hello as build 3, signed by the rogue key the node does not trust.
+pub fn rogue_hello(pkgs: &BTreeMap<&'static str, PathBuf>, dir: &Path) -> PathBuf {
+    let rogue = SigningKey::from_armored_file(&common::rogue_key().secret_key_file, None).unwrap();
+    let path = dir.join("rogue-hello.gpkg.tar");
+    restamp_and_sign(&pkgs[HELLO], &path, 3, &rogue).unwrap();
+    path
+}
+
+/// With [`rogue_hello`] in stable, the node refuses it and keeps hello build 1.
+pub fn assert_node_refuses_the_rogue_hello(node: &binfarm::worker::BuildRoot, node_root: &Path) {
+    let (ok, out) = emerge(node, &["--getbinpkgonly", "--oneshot", "app-misc/hello"]);
+    assert!(
+        !ok,
+        "a package signed by an untrusted key was installed:\n{out}"
+    );
+    assert_eq!(
+        installed_build_id(node_root, "app-misc/hello-1.0").as_deref(),
+        Some("1")
+    );
+}
