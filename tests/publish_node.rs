@@ -7,33 +7,22 @@
 mod common;
 mod publish_support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use binfarm::publish::{promote, publish_snapshot_to, rollback, STABLE, TESTING};
+use common::Proc;
 use publish_support::{
     assert_node_refuses_the_rogue_hello, assert_node_sees_the_rollback, binfarm_bin, emerge,
     emerge_ok, installed_build_id, rebuilt, rogue_hello, signed_packages, Farm, GREETER, HELLO,
     LIBHELLO, PROFILE,
 };
 
-/// Stops the mirror process (by its PID) when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_mirror(root: &Path, log: &Path) -> (Server, SocketAddr) {
-    let addr = {
-        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
+/// A `binfarm mirror` process serving `root` (stopped by its PID when dropped).
+fn start_mirror(root: &Path, log: &Path) -> (Proc, SocketAddr) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
     let child = Command::new(binfarm_bin())
         .arg("mirror")
         .arg("--root")
@@ -46,7 +35,7 @@ fn start_mirror(root: &Path, log: &Path) -> (Server, SocketAddr) {
         .stderr(Stdio::null())
         .spawn()
         .expect("starting binfarm mirror");
-    let server = Server(child);
+    let server = Proc(child);
     let start = Instant::now();
     while TcpStream::connect(addr).is_err() {
         assert!(
