@@ -221,6 +221,31 @@ fn failing_and_succeeded_requests_are_notified_by_command_and_webhook() {
     let by_webhook: Value = serde_json::from_str(&posts[3].1).unwrap();
     assert_eq!(by_webhook, by_command);
 
+    // /metrics counts them: two commands, two webhook notifications, none failed for good
+    // (counted once the webhook's answer is back: a moment after the receiver saw it).
+    let wanted: Vec<String> = [
+        r#"kind="command",result="ok"} 2"#,
+        r#"kind="webhook",result="ok"} 2"#,
+        r#"kind="webhook",result="error"} 0"#,
+    ]
+    .iter()
+    .map(|tail| format!("binfarm_notifications_total{{{tail}"))
+    .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, metrics) = farm.http.send(farm.http.client.get(farm.url("/metrics")));
+        assert_eq!(status, 200);
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        if wanted.iter().all(|w| metrics.lines().any(|l| l == w)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all of {wanted:?} in\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let out = common::run_ok(
         Command::new(BIN)
             .args(["status", "--request", &succeeding.to_string(), "--config"])

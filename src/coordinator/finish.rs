@@ -95,7 +95,7 @@ async fn finish_request(app: Arc<Coordinator>, request: crate::store::RequestRow
     if request.state == RequestState::Succeeded {
         summary.published = publish(app, &request).await;
     }
-    super::notify::notify(&app.config.notify, &summary).await;
+    super::notify::notify(&app.config.notify, &app.metrics, &summary).await;
 }
 
 /// What notifications say of a finished request (not yet where it was published).
@@ -377,7 +377,7 @@ pub async fn recover_publishing(app: Arc<Coordinator>) {
         };
         if let Some(mut summary) = summarize(&app, &request).await {
             summary.published = Some(published);
-            super::notify::notify(&app.config.notify, &summary).await;
+            super::notify::notify(&app.config.notify, &app.metrics, &summary).await;
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::config::NotifyConfig;
 use super::finish::RequestSummary;
+use crate::metrics::FarmMetrics;
 
 /// How long one webhook call may take.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,8 +39,9 @@ pub enum NotifyError {
     },
 }
 
-/// Sends the configured notifications for a finished request; failures are logged.
-pub async fn notify(config: &NotifyConfig, summary: &RequestSummary) {
+/// Sends the configured notifications for a finished request; failures are logged and
+/// counted (`binfarm_notifications`).
+pub async fn notify(config: &NotifyConfig, metrics: &FarmMetrics, summary: &RequestSummary) {
     let json = match serde_json::to_string_pretty(summary) {
         Ok(json) => json,
         Err(err) => {
@@ -49,15 +51,19 @@ pub async fn notify(config: &NotifyConfig, summary: &RequestSummary) {
     };
     if let Some(command) = &config.command {
         let timeout = Duration::from_secs(config.command_timeout_seconds);
-        if let Err(err) = run_command(command, &json, summary, timeout).await {
+        let sent = run_command(command, &json, summary, timeout).await;
+        if let Err(err) = &sent {
             tracing::warn!("request {}: {err}", summary.request_id);
         }
+        metrics.count_notification("command", sent.is_ok());
     }
     if let Some(url) = &config.webhook {
-        match post_webhook(url, &json, config.webhook_attempts).await {
+        let sent = post_webhook(url, &json, config.webhook_attempts).await;
+        match &sent {
             Ok(()) => tracing::info!("request {}: webhook {url} notified", summary.request_id),
             Err(err) => tracing::warn!("request {}: {err}", summary.request_id),
         }
+        metrics.count_notification("webhook", sent.is_ok());
     }
 }
 

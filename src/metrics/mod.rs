@@ -75,6 +75,12 @@ struct TargetResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The coordinator's metrics and their registry.
@@ -92,6 +98,7 @@ pub struct FarmMetrics {
     uploads: Family<ResultLabels, Counter>,
     publish_duration: HistogramFamily<TargetLabels>,
     publishes: Family<TargetResultLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
     /// Counted by the mirror the coordinator serves.
     pub mirror: Arc<MirrorMetrics>,
 }
@@ -189,6 +196,12 @@ impl FarmMetrics {
             "Publishes of finished requests by target and result (ok, error)",
             publishes.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "binfarm_notifications",
+            "Notifications of finished requests by kind (command, webhook) and result (ok, error)",
+            notifications.clone(),
+        );
         // Counters that exist from the start (zeros), so rates work from the first scrape;
         // families labelled by profile or FTP target appear with their first observation.
         for result in ["stored", "refused"] {
@@ -199,6 +212,11 @@ impl FarmMetrics {
                 target: "local".into(),
                 result,
             });
+        }
+        for kind in ["command", "webhook"] {
+            for result in ["ok", "error"] {
+                let _ = notifications.get_or_create(&NotificationLabels { kind, result });
+            }
         }
         let mirror = Arc::new(MirrorMetrics::default());
         registry.register_collector(Box::new(mirror::MirrorCollector(mirror.clone())));
@@ -216,6 +234,7 @@ impl FarmMetrics {
             uploads,
             publish_duration,
             publishes,
+            notifications,
             mirror,
         }
     }
@@ -283,6 +302,16 @@ impl FarmMetrics {
         self.publishes
             .get_or_create(&TargetResultLabels {
                 target: target.to_owned(),
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// A notification of `kind` (`command`, `webhook`) went out, or failed.
+    pub fn count_notification(&self, kind: &'static str, ok: bool) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                kind,
                 result: if ok { "ok" } else { "error" },
             })
             .inc();
