@@ -24,11 +24,7 @@ fn process_alive(pid: i32) -> bool {
 #[test]
 fn failing_package_names_package_and_phase_and_keeps_log() {
     let tmp = common::tempdir();
-    let root = common::fixture_build_root(
-        "x86-64-v3",
-        &tmp.path().join("root"),
-        &common::RootOptions::default(),
-    );
+    let root = fresh_root(&tmp, "x86-64-v3");
     let mut req = BuildRequest::new(["app-misc/broken"]);
     // Small cap: the failure must still be found (the parser sees all output).
     req.limits.log_cap_bytes = 3000;
@@ -66,11 +62,7 @@ fn failing_package_names_package_and_phase_and_keeps_log() {
 #[test]
 fn failing_package_after_a_good_one_returns_the_good_binpkg() {
     let tmp = common::tempdir();
-    let root = common::fixture_build_root(
-        "x86-64-v2",
-        &tmp.path().join("root"),
-        &common::RootOptions::default(),
-    );
+    let root = fresh_root(&tmp, "x86-64-v2");
     // --keep-going is not used: emerge stops at broken; libcolor (built first) is complete.
     let mut req = BuildRequest::new(["dev-libs/libcolor", "app-misc/broken"]);
     req.extra_args.push("--oneshot".into());
@@ -85,6 +77,15 @@ fn failing_package_after_a_good_one_returns_the_good_binpkg() {
         r.failure.as_ref().map(|f| f.cpv.as_str()),
         Some("app-misc/broken-1.0")
     );
+}
+
+/// A new build root of `profile` in `tmp` (the fixture repository, default options).
+fn fresh_root(tmp: &tempfile::TempDir, profile: &str) -> binfarm::worker::BuildRoot {
+    common::fixture_build_root(
+        profile,
+        &tmp.path().join("root"),
+        &common::RootOptions::default(),
+    )
 }
 
 fn sleeper_request(pidfile: &Path, chatty: bool, limits: Limits) -> BuildRequest {
@@ -141,11 +142,7 @@ fn check_killed(
 #[test]
 fn total_timeout_kills_the_whole_process_group() {
     let tmp = common::tempdir();
-    let root = common::fixture_build_root(
-        "x86-64-v3",
-        &tmp.path().join("root"),
-        &common::RootOptions::default(),
-    );
+    let root = fresh_root(&tmp, "x86-64-v3");
     let pidfile = tmp.path().join("sleeper.pids");
     let limits = Limits {
         total_timeout: Some(Duration::from_secs(8)),
@@ -169,11 +166,7 @@ fn total_timeout_kills_the_whole_process_group() {
 #[test]
 fn the_cancel_flag_kills_the_whole_process_group() {
     let tmp = common::tempdir();
-    let root = common::fixture_build_root(
-        "x86-64-v3",
-        &tmp.path().join("root"),
-        &common::RootOptions::default(),
-    );
+    let root = fresh_root(&tmp, "x86-64-v3");
     let pidfile = tmp.path().join("sleeper.pids");
     let limits = Limits {
         total_timeout: Some(Duration::from_secs(120)),
@@ -212,11 +205,7 @@ fn the_cancel_flag_kills_the_whole_process_group() {
 #[test]
 fn max_silent_time_kills_a_quiet_build() {
     let tmp = common::tempdir();
-    let root = common::fixture_build_root(
-        "x86-64-v2",
-        &tmp.path().join("root"),
-        &common::RootOptions::default(),
-    );
+    let root = fresh_root(&tmp, "x86-64-v2");
     let pidfile = tmp.path().join("sleeper.pids");
     let limits = Limits {
         total_timeout: Some(Duration::from_secs(120)),

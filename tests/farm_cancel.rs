@@ -77,15 +77,9 @@ fn cancel_stops_the_build_and_the_worker_takes_the_next_job() {
     );
 
     let sleeper = farm.rebuild("app-misc/sleeper", PROFILE);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !pidfile.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "sleeper never started\n{}",
-            farm.logs()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    farm.wait_for("the sleeper to start", Duration::from_secs(300), || {
+        pidfile.exists()
+    });
     let sleeper_pids: Vec<String> = std::fs::read_to_string(&pidfile)
         .expect("pidfile")
         .split_whitespace()

@@ -115,23 +115,13 @@ fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
     }
 
     // Each finished request was published to its profile's testing channel, served under
-    // /mirror. Publishing follows the request's end, so the index may take a moment.
-    for profile in ["x86-64-v3", "x86-64-v2"] {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let index = loop {
-            let served = farm.get(&format!("/mirror/{profile}/testing/Packages"));
-            if let Some(index) = served.as_ref().and_then(|v| v.as_str()) {
-                if index.contains("CPV: app-misc/greeter-1.0") {
-                    break index.to_owned();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{profile}: testing index not published within 60 s: {served:?}\n{}",
-                farm.logs()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        };
+    // /mirror (publishing follows the request's end).
+    for (request, profile) in [(v3, "x86-64-v3"), (v2, "x86-64-v2")] {
+        farm.wait_published(request);
+        let index = farm
+            .get(&format!("/mirror/{profile}/testing/Packages"))
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("{profile}: no testing index served"));
         assert!(
             index.contains("CPV: app-misc/greeter-1.0"),
             "{profile}: {index}"
@@ -189,15 +179,9 @@ fn farm_builds_in_parallel_survives_crashes_and_rejects_bad_input() {
     );
     assert_eq!(status, 200, "{body}");
     let sleeper_request = body["id"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !pidfile.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "sleeper never started\n{}",
-            farm.logs()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    farm.wait_for("the sleeper to start", Duration::from_secs(300), || {
+        pidfile.exists()
+    });
     drop(sleepy); // kill -9 of the worker agent
                   // Its orphaned emerge would sleep on: end it (sleep child and the compile shell).
     let pids = std::fs::read_to_string(&pidfile).unwrap();

@@ -178,22 +178,8 @@ impl<'a> Worker<'a> {
             .farm
             .ok("GET", &format!("/api/v1/requests/{request}"), None, None);
         assert_eq!(r["state"], "succeeded", "{r:#}\n{}", self.farm.serve_log());
-        // Publishing follows the request's end.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let r = self
-                .farm
-                .ok("GET", &format!("/api/v1/requests/{request}"), None, None);
-            if r["published"]["snapshot_id"].is_i64() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "request {request} not published: {r:#}\n{}",
-                self.farm.serve_log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let published = self.farm.wait_published(request);
+        assert!(published["snapshot_id"].is_i64(), "{published}");
     }
 }
 

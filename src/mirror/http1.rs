@@ -96,11 +96,7 @@ const METRICS_PATH: &str = "/metrics";
 /// GET or HEAD of [`METRICS_PATH`].
 fn metrics_reply(state: &MirrorState, method: &Method) -> Reply {
     if method != Method::GET && method != Method::HEAD {
-        let mut reply = Reply::empty(StatusCode::METHOD_NOT_ALLOWED);
-        reply
-            .headers
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return reply;
+        return Reply::method_not_allowed();
     }
     let text = match crate::metrics::encode_mirror(&state.metrics) {
         Ok(text) => text,

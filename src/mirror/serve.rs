@@ -154,6 +154,15 @@ impl Reply {
         }
     }
 
+    /// 405 for anything but GET and HEAD (the mirror is read-only).
+    pub fn method_not_allowed() -> Reply {
+        let mut reply = Reply::empty(StatusCode::METHOD_NOT_ALLOWED);
+        reply
+            .headers
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        reply
+    }
+
     /// Body bytes the response carries for `method` (None: HEAD, 304).
     pub fn content_length(&self, method: &Method) -> Option<u64> {
         if method == Method::HEAD || self.status == StatusCode::NOT_MODIFIED {
@@ -193,11 +202,7 @@ pub(super) async fn reply(
     headers: &HeaderMap,
 ) -> Reply {
     if method != Method::GET && method != Method::HEAD {
-        let mut reply = Reply::empty(StatusCode::METHOD_NOT_ALLOWED);
-        reply
-            .headers
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return reply;
+        return Reply::method_not_allowed();
     }
     let Some(relative) = safe_relative_path(path) else {
         return Reply::empty(StatusCode::NOT_FOUND);

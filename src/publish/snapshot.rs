@@ -307,15 +307,8 @@ pub fn snapshot_for_request(
     options: &RequestSnapshotOptions,
     now: i64,
 ) -> Result<SnapshotId, PublishError> {
-    let contents = request_contents(publisher, db, profile, request_id, options)?;
-    insert_described(
-        publisher,
-        db,
-        profile,
-        contents.packages,
-        &contents.options,
-        now,
-    )
+    request_contents(publisher, db, profile, request_id, options)?
+        .insert(publisher, db, profile, now)
 }
 
 /// What a finished request leads to: a new snapshot, or none because `testing` already
@@ -353,15 +346,9 @@ pub fn snapshot_for_request_if_changed(
             return Ok(RequestSnapshot::SameAsTesting(*testing));
         }
     }
-    insert_described(
-        publisher,
-        db,
-        profile,
-        contents.packages,
-        &contents.options,
-        now,
-    )
-    .map(RequestSnapshot::New)
+    contents
+        .insert(publisher, db, profile, now)
+        .map(RequestSnapshot::New)
 }
 
 /// The packages of a finished request's snapshot and how it is recorded.
@@ -370,6 +357,19 @@ struct RequestContents {
     options: SnapshotOptions,
     /// The snapshot `testing` pointed at, and its entries.
     testing: Option<(SnapshotId, Vec<SnapshotEntry>)>,
+}
+
+impl RequestContents {
+    /// Makes the snapshot of these packages.
+    fn insert(
+        self,
+        publisher: &Publisher,
+        db: &mut Db,
+        profile: &Profile,
+        now: i64,
+    ) -> Result<SnapshotId, PublishError> {
+        insert_described(publisher, db, profile, self.packages, &self.options, now)
+    }
 }
 
 fn request_contents(

@@ -306,6 +306,21 @@ root = "mirror"
         request
     }
 
+    /// Waits until request `id` is published (publishing follows the request's end, in
+    /// the background); returns its `published` field.
+    pub fn wait_published(&self, id: i64) -> Value {
+        let mut published = Value::Null;
+        self.wait_for(
+            &format!("request {id} to be published"),
+            Duration::from_secs(30),
+            || {
+                published = self.request(id)["published"].clone();
+                !published.is_null()
+            },
+        );
+        published
+    }
+
     /// The last 40 lines of serve.log and of every worker log.
     pub fn logs(&self) -> String {
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)
